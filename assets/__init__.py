@@ -1,0 +1,1 @@
+"""Shipped models: assets/<plugin>/<model>/model.onnx with a card.json beside it."""

@@ -1,0 +1,65 @@
+"""The history folder: every result is written here (atomically) before it is shown.
+
+Nothing but the files themselves is kept: the provenance inside each file is the index, so a
+studio killed at any moment shows every completed result again on restart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdl_studio.core.results import EXTENSIONS, Provenance, Result, read_provenance, save_result
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    path: Path
+    provenance: Provenance
+
+    @property
+    def kind(self) -> str:
+        return self.provenance.kind
+
+
+class History:
+    """Results saved under ``folder`` as ``<time>-<plugin>.<ext>``, newest last."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def add(self, result: Result, prov: Provenance) -> HistoryEntry:
+        """Save ``result`` with ``prov``; the entry exists on disk when this returns."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        # The counter keeps names unique within a second; the time keeps them sorted.
+        name = f"{stamp}-{time.time_ns() % 10**9:09d}-{next(_counter):04d}-{prov.plugin}"
+        path = self.folder / (name + EXTENSIONS[result.kind])
+        save_result(result, prov, path)
+        return HistoryEntry(path, prov)
+
+    def entries(self, limit: int | None = None) -> list[HistoryEntry]:
+        """Saved results, oldest first (the last ``limit`` when given); unreadable files are
+        skipped, never deleted."""
+        if not self.folder.is_dir():
+            return []
+        files = sorted(
+            p for p in self.folder.iterdir()
+            if p.suffix in EXTENSIONS.values() and not p.name.startswith(".")
+        )  # fmt: skip
+        if limit is not None:
+            files = files[-limit:]
+        out = []
+        for path in files:
+            try:
+                out.append(HistoryEntry(path, read_provenance(path)))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def remove(self, entry: HistoryEntry) -> None:
+        for p in (entry.path, entry.path.with_name(entry.path.name + ".json")):
+            p.unlink(missing_ok=True)

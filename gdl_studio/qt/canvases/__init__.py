@@ -1,0 +1,1 @@
+"""Canvases that show a result: images, text and piano rolls."""

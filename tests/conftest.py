@@ -1,0 +1,44 @@
+"""Shared fixtures: every test gets its own GDL Studio home, and sees only fixture plugins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("GDL_STUDIO_PROVIDERS", "cpu")  # same provider on every machine
+
+
+@pytest.fixture(autouse=True)
+def studio_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh settings/history home per test, so no test touches the user's real files."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("GDL_STUDIO_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def plugin_root(tmp_path: Path) -> Path:
+    from tests.fixtures.plugins import make_fixture_plugins
+
+    return make_fixture_plugins(tmp_path / "plugins")
+
+
+@pytest.fixture
+def studio(plugin_root: Path):
+    """A Studio that sees only the fixture plugins (real discovery is blocked)."""
+    from gdl_studio.core.config import Paths
+    from gdl_studio.core.host import Studio
+
+    paths = Paths.default()
+    from gdl_studio.core.config import Settings
+
+    Settings(paths.settings_file).set_plugin_disabled("offplugin", True)
+    return Studio.create(
+        paths,
+        include_builtin=False,
+        include_entry_points=False,
+        extra_folders=[plugin_root],
+    )
