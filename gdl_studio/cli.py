@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gdl_studio import __version__
+from gdl_studio.core.errors import StudioError
 from gdl_studio.core.host import (
     JobError,
     Studio,
@@ -33,16 +34,20 @@ PROG = "gdl-studio"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="GDL Studio: generative models, locally.")
     p.add_argument("--version", action="version", version=f"GDL Studio {__version__}")
-    p.add_argument("--no-plugins", action="store_true", help="safe mode: load no plugins")
-    p.add_argument(
-        "--plugin-dir", action="append", type=Path, default=[], metavar="DIR",
-        help="also load the plugin folders inside DIR (for plugin authors)",
-    )  # fmt: skip
+    _global_options(p)
+    # The same options are accepted after the command too; SUPPRESS keeps a sub-command from
+    # resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("gui", help="open the studio window (the default)")
-    pl = sub.add_parser("plugins", help="list plugins, their models and state")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    add("gui", "open the studio window (the default)")
+    pl = add("plugins", "list plugins, their models and state")
     pl.add_argument("--json", action="store_true", help="print JSON")
-    run = sub.add_parser("run", help="run a plugin and write its result")
+    run = add("run", "run a plugin and write its result")
     run.add_argument("plugin")
     run.add_argument("--model", help="model id (default: the plugin's default model)")
     run.add_argument("--seed", type=int, help="seed (default: a random one, recorded)")
@@ -53,16 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an image or MIDI file for the plugin's matching input")  # fmt: skip
     run.add_argument("--out", required=True, type=Path, help="where to write the result")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    ev = sub.add_parser("eval", help="measure a model's quality (prints JSON)")
+    ev = add("eval", "measure a model's quality (prints JSON)")
     ev.add_argument("plugin")
     ev.add_argument("--model")
     ev.add_argument("--data", type=Path, help="evaluation data (plugin specific)")
     ev.add_argument("--json", action="store_true", help="print JSON (the only format)")
-    be = sub.add_parser("bench", help="time a model (prints JSON)")
+    be = add("bench", "time a model (prints JSON)")
     be.add_argument("plugin")
     be.add_argument("--model")
     be.add_argument("--json", action="store_true", help="print JSON (the only format)")
     return p
+
+
+def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--no-plugins", action="store_true", help="safe mode: load no plugins", **extra)
+    p.add_argument(
+        "--plugin-dir", action="append", type=Path, metavar="DIR",
+        help="also load the plugin folders inside DIR (for plugin authors)",
+        **(extra or {"default": []}),
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = call_command(studio, args.plugin, args.command, args.model, **extra)
         print(json.dumps(out, indent=2, sort_keys=True, default=str))
         return 0
-    except (JobError, ValueError, OSError) as exc:
+    except (StudioError, ValueError, OSError) as exc:
         return fail(str(exc))
     except Cancelled:
         return fail("cancelled")

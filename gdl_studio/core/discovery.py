@@ -7,6 +7,7 @@ others go on working.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -18,6 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from gdl_studio.core.errors import StudioError
 from gdl_studio.core.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 ENTRY_POINT_GROUP = "gdl_studio.plugins"
@@ -25,7 +27,7 @@ USER_PACKAGE = "gdl_user_plugins"  # synthetic parent package for folder-install
 log = logging.getLogger(__name__)
 
 
-class PluginLoadError(RuntimeError):
+class PluginLoadError(StudioError):
     """A plugin's code could not be imported or its command is missing."""
 
 
@@ -199,6 +201,16 @@ def _missing_model_files(rec: PluginRecord) -> str | None:
     return None
 
 
+def _package_name(prefix: str, folder: Path) -> str:
+    """Built-ins import as ``gdl_studio_plugins.<folder>``; folder plugins get a suffix from
+    their path, so two roots holding a same-named folder never share a module."""
+    if prefix != USER_PACKAGE:
+        return f"{prefix}.{folder.name}"
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() else "_" for c in folder.name)
+    return f"{prefix}.{safe}_{digest}"
+
+
 def scan_folder(
     root: Path, source: str, package_prefix: str, assets_dir: Path | None = None
 ) -> list[PluginRecord]:
@@ -209,7 +221,7 @@ def scan_folder(
     for sub in sorted(root.iterdir()):
         if sub.is_dir() and (sub / MANIFEST_NAME).is_file():
             plugin_assets = assets_dir / sub.name if assets_dir else None
-            out.append(read_folder(sub, source, f"{package_prefix}.{sub.name}", plugin_assets))
+            out.append(read_folder(sub, source, _package_name(package_prefix, sub), plugin_assets))
     return out
 
 

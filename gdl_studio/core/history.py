@@ -50,15 +50,16 @@ class History:
             p for p in self.folder.iterdir()
             if p.suffix in EXTENSIONS.values() and not p.name.startswith(".")
         )  # fmt: skip
-        if limit is not None:
-            files = files[-limit:]
-        out = []
-        for path in files:
+        out: list[HistoryEntry] = []
+        # Newest first until `limit` readable entries are found, so junk files cost no slots.
+        for path in reversed(files):
+            if limit is not None and len(out) >= limit:
+                break
             try:
                 out.append(HistoryEntry(path, read_provenance(path)))
-            except (OSError, ValueError):
-                continue
-        return out
+            except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError):
+                continue  # a damaged file is skipped, never deleted
+        return out[::-1]
 
     def remove(self, entry: HistoryEntry) -> None:
         for p in (entry.path, entry.path.with_name(entry.path.name + ".json")):

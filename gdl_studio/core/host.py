@@ -13,6 +13,7 @@ from typing import Any
 from gdl_studio import __version__
 from gdl_studio.core.config import Paths, Settings
 from gdl_studio.core.discovery import PluginRecord, PluginRegistry, discover
+from gdl_studio.core.errors import StudioError
 from gdl_studio.core.history import History
 from gdl_studio.core.imageio import check_input
 from gdl_studio.core.jobs import TaskState
@@ -25,7 +26,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 MIDI_SUFFIXES = {".mid", ".midi"}
 
 
-class JobError(RuntimeError):
+class JobError(StudioError):
     """A job that cannot start or did not produce a result; the message is for the user."""
 
 
@@ -38,6 +39,7 @@ class Studio:
     registry: PluginRegistry
     factory: SessionFactory
     history: History
+    sources: dict[str, Any] = field(default_factory=dict)  # how the registry was discovered
 
     @classmethod
     def create(
@@ -51,18 +53,30 @@ class Studio:
         factory: SessionFactory | None = None,
     ) -> Studio:
         paths = paths or Paths.default()
-        settings = Settings(paths.settings_file)
-        if safe_mode:
-            registry = PluginRegistry()
-        else:
-            registry = discover(
-                paths.user_plugins,
-                settings.disabled_plugins(),
-                include_builtin=include_builtin,
-                include_entry_points=include_entry_points,
-                extra_folders=extra_folders,
-            )
-        return cls(paths, settings, registry, factory or SessionFactory(), History(paths.history))
+        sources = {
+            "safe_mode": safe_mode,
+            "include_builtin": include_builtin,
+            "include_entry_points": include_entry_points,
+            "extra_folders": [Path(p) for p in extra_folders],
+        }
+        studio = cls(paths, Settings(paths.settings_file), PluginRegistry(),
+                     factory or SessionFactory(), History(paths.history), sources)  # fmt: skip
+        studio.rediscover()
+        return studio
+
+    def rediscover(self) -> None:
+        """Read the manifests again (no plugin code runs), e.g. after enabling a plugin."""
+        src = self.sources
+        if src.get("safe_mode"):
+            self.registry = PluginRegistry()
+            return
+        self.registry = discover(
+            self.paths.user_plugins,
+            self.settings.disabled_plugins(),
+            include_builtin=src.get("include_builtin", True),
+            include_entry_points=src.get("include_entry_points", True),
+            extra_folders=src.get("extra_folders", ()),
+        )
 
 
 @dataclass

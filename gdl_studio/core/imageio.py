@@ -6,6 +6,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gdl_studio.core.errors import StudioError
+
 # Pillow's own default is ~89 Mpx with a warning and 2x that as an error; we make the warning an
 # error too, so a "decompression bomb" never reaches a plugin.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -13,7 +15,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_MIDI_BYTES = 16 * 1024 * 1024
 
 
-class InputError(ValueError):
+class InputError(StudioError, ValueError):
     """A user-supplied file that cannot be used; the message says why, in one line."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gdl_studio.core.errors import StudioError
 from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.manifest import GraphSpec
 
@@ -37,15 +38,15 @@ _OOM_MARKERS = (
 )
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(StudioError):
     """A model file whose hash differs from its manifest: refused before it is loaded."""
 
 
-class ModelSignatureError(RuntimeError):
+class ModelSignatureError(StudioError):
     """A model whose inputs/outputs differ from what its manifest promises."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(StudioError):
     """ONNX Runtime could not load a model file (corrupt, truncated, unsupported)."""
 
 
