@@ -20,7 +20,13 @@ from gdl_studio.core.jobs import TaskState
 from gdl_studio.core.manifest import Manifest, ModelSpec
 from gdl_studio.core.params import FILE_TYPES, ParamError, resolve_params
 from gdl_studio.core.results import Preview, Provenance, Result
-from gdl_studio.core.runtime import ModelSession, SessionFactory
+from gdl_studio.core.runtime import (
+    ModelIntegrityError,
+    ModelLoadError,
+    ModelSession,
+    ModelSignatureError,
+    SessionFactory,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MIDI_SUFFIXES = {".mid", ".midi"}
@@ -107,7 +113,12 @@ class PluginContext:
         """The ONNX Runtime session for one graph of the chosen model (hash and signature
         checked on first load)."""
         model = self._require_model()
-        sess = self.studio.factory.session(self.graph_path(graph), model.graphs[graph])
+        try:
+            sess = self.studio.factory.session(self.graph_path(graph), model.graphs[graph])
+        except (ModelIntegrityError, ModelLoadError, ModelSignatureError) as exc:
+            # Shown in the Plugins dialog until the file is fixed and plugins are re-read.
+            self.record.error = f"model {model.id!r}: {exc}"
+            raise
         if sess not in self._used:
             self._used.append(sess)
         return sess

@@ -1,0 +1,89 @@
+"""The history gallery: a thumbnail per saved result, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
+
+from gdl_studio.core.history import HistoryEntry
+from gdl_studio.qt.icons import kind_icon
+
+THUMB = 96
+PATH_ROLE = Qt.ItemDataRole.UserRole
+
+
+class Gallery(QListWidget):
+    """Thumbnails of history entries; activating one emits :attr:`entry_activated`."""
+
+    entry_activated = Signal(object)  # HistoryEntry
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setSpacing(4)
+        self.setWordWrap(True)
+        self._entries: dict[str, HistoryEntry] = {}
+        self.itemClicked.connect(self._activate)
+        self.itemActivated.connect(self._activate)
+
+    def set_entries(self, entries: list[HistoryEntry]) -> None:
+        self.clear()
+        self._entries = {}
+        for entry in entries:
+            self.add_entry(entry)
+
+    def add_entry(self, entry: HistoryEntry) -> QListWidgetItem:
+        """Insert at the top (newest first)."""
+        prov = entry.provenance
+        label = f"{prov.plugin}\nseed {prov.seed}" if prov.seed is not None else prov.plugin
+        item = QListWidgetItem(thumbnail(entry), label)
+        item.setData(PATH_ROLE, str(entry.path))
+        item.setToolTip(f"{entry.path.name}\n{prov.model or ''}  {prov.created}")
+        self._entries[str(entry.path)] = entry
+        self.insertItem(0, item)
+        return item
+
+    def entries(self) -> list[HistoryEntry]:
+        return [self._entries[self.item(i).data(PATH_ROLE)] for i in range(self.count())]
+
+    def _activate(self, item: QListWidgetItem) -> None:
+        entry = self._entries.get(item.data(PATH_ROLE))
+        if entry is not None:
+            self.entry_activated.emit(entry)
+
+
+def thumbnail(entry: HistoryEntry) -> QIcon:
+    path = Path(entry.path)
+    if entry.kind == "image":
+        image = QImage(str(path))
+        if not image.isNull():
+            return QIcon(QPixmap.fromImage(image.scaled(
+                THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.FastTransformation)))  # fmt: skip
+    if entry.kind == "text":
+        try:
+            snippet = path.read_text(encoding="utf-8", errors="replace")[:120]
+        except OSError:
+            snippet = ""
+        return _text_icon(snippet)
+    return kind_icon(entry.kind, THUMB)
+
+
+def _text_icon(text: str) -> QIcon:
+    pm = QPixmap(THUMB, THUMB)
+    pm.fill(QColor("#fffdf5"))
+    p = QPainter(pm)
+    font = QFont()
+    font.setPixelSize(10)
+    p.setFont(font)
+    p.setPen(QColor("#333"))
+    p.drawText(pm.rect().adjusted(4, 4, -4, -4), Qt.TextFlag.TextWordWrap, text)
+    p.end()
+    return QIcon(pm)

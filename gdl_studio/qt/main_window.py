@@ -1,0 +1,545 @@
+"""The studio window: plugin list, generated parameter panel, canvases, gallery, status."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gdl_studio import __version__
+from gdl_studio.core.discovery import PluginRecord
+from gdl_studio.core.history import HistoryEntry
+from gdl_studio.core.host import IMAGE_SUFFIXES, MIDI_SUFFIXES, JobError, Studio, prepare_job
+from gdl_studio.core.results import (
+    EXTENSIONS,
+    Preview,
+    Provenance,
+    Result,
+    load_result,
+    read_provenance,
+    save_result,
+)
+from gdl_studio.core.soundfont import HOW_TO_ADD_SOUNDFONT, choose_soundfont
+from gdl_studio.qt.canvases.image_canvas import ImageCanvas
+from gdl_studio.qt.canvases.piano_roll import PianoRollCanvas
+from gdl_studio.qt.canvases.text_canvas import TextCanvas
+from gdl_studio.qt.gallery import Gallery
+from gdl_studio.qt.icons import kind_icon
+from gdl_studio.qt.param_panel import ParamPanel
+from gdl_studio.qt.plugins_dialog import PluginsDialog
+from gdl_studio.qt.worker import Finished, JobRunner
+
+log = logging.getLogger(__name__)
+HISTORY_SHOWN = 200  # the gallery shows the newest entries; older ones stay on disk
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class MainWindow(QMainWindow):
+    """One window, one job at a time; every result is in the history before it is shown."""
+
+    def __init__(self, studio: Studio) -> None:
+        super().__init__()
+        self.studio = studio
+        self.setWindowTitle(f"GDL Studio {__version__}")
+        self.resize(1200, 780)
+        self.setAcceptDrops(True)
+        self.runner = JobRunner(studio.history, self)
+        self.current: tuple[Result, Provenance, Path | None] | None = None
+        self._planned_provider = "–"
+        self._provider_by_plugin: dict[str, str] = {}  # what really ran each plugin's last job
+        self._plugin: PluginRecord | None = None
+        self._build_canvases()
+        self._build_side_panel()
+        self._build_gallery()
+        self._build_messages()
+        self._build_status()
+        self._build_menus()
+        self._connect_runner()
+        self.refresh_plugins()
+        self._restore_window()
+        self._load_history()
+        # The provider readout needs onnxruntime (0.3 s): read it after the window is up.
+        QTimer.singleShot(150, self._show_planned_provider)
+        if studio.settings.load_error:
+            self.notify(studio.settings.load_error)
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_canvases(self) -> None:
+        self.image_canvas = ImageCanvas()
+        self.text_canvas = TextCanvas()
+        self.piano_roll = PianoRollCanvas()
+        self.piano_roll.set_soundfont(choose_soundfont(self.studio.settings.get("soundfont")))
+        for canvas in (self.image_canvas, self.text_canvas, self.piano_roll):
+            canvas.set_placeholder("Choose a plugin and press Ctrl+Enter to generate")
+        self.image_canvas.save_requested.connect(lambda i: self.save_current(index=i))
+        self.text_canvas.save_requested.connect(lambda: self.save_current())
+        self.piano_roll.export_requested.connect(lambda: self.save_current())
+        self.canvases = QStackedWidget()
+        self.canvas_for = {"image": self.image_canvas, "text": self.text_canvas,
+                           "midi": self.piano_roll}  # fmt: skip
+        for canvas in self.canvas_for.values():
+            self.canvases.addWidget(canvas)
+        self.setCentralWidget(self.canvases)
+
+    def _build_side_panel(self) -> None:
+        side = QWidget()
+        lay = QVBoxLayout(side)
+        self.plugin_list = QListWidget()
+        self.plugin_list.setObjectName("plugin_list")
+        self.plugin_list.currentItemChanged.connect(self._plugin_selected)
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName("model_combo")
+        self.model_combo.setToolTip("The model this plugin runs")
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.description = QLabel()
+        self.description.setWordWrap(True)
+        self.panel = ParamPanel()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.panel)
+        self.generate_button = QPushButton("Generate  (Ctrl+Enter)")
+        self.generate_button.setObjectName("generate")
+        self.generate_button.setMinimumHeight(36)
+        self.generate_button.clicked.connect(self.toggle_generate)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("ready")
+        lay.addWidget(QLabel("<b>Plugins</b>"))
+        lay.addWidget(self.plugin_list)
+        lay.addWidget(QLabel("Model"))
+        lay.addWidget(self.model_combo)
+        lay.addWidget(self.description)
+        lay.addWidget(scroll, 1)
+        lay.addWidget(self.generate_button)
+        lay.addWidget(self.progress)
+        dock = QDockWidget("Generate", self)
+        dock.setObjectName("dock_generate")
+        dock.setWidget(side)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+    def _build_gallery(self) -> None:
+        self.gallery = Gallery()
+        self.gallery.setObjectName("gallery")
+        self.gallery.entry_activated.connect(self.show_entry)
+        dock = QDockWidget("History", self)
+        dock.setObjectName("dock_history")
+        dock.setWidget(self.gallery)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.history_dock = dock
+
+    def _build_messages(self) -> None:
+        self.messages = QListWidget()
+        self.messages.setObjectName("messages")
+        dock = QDockWidget("Messages", self)
+        dock.setObjectName("dock_messages")
+        dock.setWidget(self.messages)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        dock.hide()  # shown by the first warning; View → Messages shows it any time
+        self.messages_dock = dock
+
+    def _build_status(self) -> None:
+        self.provider_label = QLabel("provider: –")
+        self.provider_label.setObjectName("provider")
+        self.provider_label.setToolTip("The ONNX Runtime execution provider really in use")
+        self.statusBar().addPermanentWidget(self.provider_label)
+
+    def _build_menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        self._action(file, "&Open output…", QKeySequence.StandardKey.Open, self.open_output_dialog)
+        self._action(file, "&Save result as…", QKeySequence.StandardKey.Save, self.save_current)
+        file.addSeparator()
+        self._action(file, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        run = self.menuBar().addMenu("&Run")
+        self._action(run, "&Generate", QKeySequence("Ctrl+Return"), self.generate)
+        self.addAction(self._action(None, "Generate", QKeySequence("Ctrl+Enter"), self.generate))
+        self._action(run, "&Cancel", QKeySequence("Esc"), self.cancel)
+        view = self.menuBar().addMenu("&View")
+        for dock in self.findChildren(QDockWidget):
+            view.addAction(dock.toggleViewAction())
+        plugins = self.menuBar().addMenu("&Plugins")
+        self._action(plugins, "&Plugins…", None, self.show_plugins_dialog)
+        settings = self.menuBar().addMenu("&Settings")
+        self._action(settings, "Choose &SoundFont…", None, self.choose_soundfont_dialog)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About GDL Studio", None, self._about)
+
+    def _action(self, menu: Any, text: str, key: Any, slot: Any) -> QAction:
+        action = QAction(text, self)
+        if key is not None:
+            action.setShortcut(key)
+        action.triggered.connect(lambda *_: slot())
+        if menu is not None:
+            menu.addAction(action)
+        return action
+
+    def _connect_runner(self) -> None:
+        self.runner.progress.connect(self._on_progress)
+        self.runner.preview.connect(lambda _: self._on_preview())
+        self.runner.notice.connect(self.notify)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+        self.runner.running_changed.connect(self._on_running)
+
+    # -- plugins ------------------------------------------------------------------------------
+    def refresh_plugins(self) -> None:
+        keep = self._plugin.id if self._plugin else self.studio.settings.get("last_plugin")
+        self.plugin_list.blockSignals(True)
+        self.plugin_list.clear()
+        for rec in self.studio.registry:
+            if rec.disabled:
+                continue
+            item = QListWidgetItem(kind_icon(rec.manifest.kind if rec.manifest else None), rec.name)
+            item.setData(ID_ROLE, rec.id)
+            if not rec.ok:
+                item.setForeground(Qt.GlobalColor.gray)
+                item.setToolTip(rec.state)
+            else:
+                item.setToolTip(rec.manifest.description if rec.manifest else "")
+            self.plugin_list.addItem(item)
+        self.plugin_list.blockSignals(False)
+        rows = min(max(self.plugin_list.count(), 1), 8)
+        self.plugin_list.setMaximumHeight(rows * self.plugin_list.sizeHintForRow(0) + 8)
+        if self.plugin_list.count() == 0:
+            self.description.setText(
+                "No plugins found. Built-in plugins live in plugins/; add your own in "
+                f"{self.studio.paths.user_plugins} (see the README's CONTRIBUTING section)."
+            )
+            self._plugin = None
+            return
+        self.select_plugin(keep) or self.plugin_list.setCurrentRow(0)
+
+    def select_plugin(self, plugin_id: str | None) -> bool:
+        for i in range(self.plugin_list.count()):
+            if self.plugin_list.item(i).data(ID_ROLE) == plugin_id:
+                self.plugin_list.setCurrentRow(i)
+                return True
+        return False
+
+    def _plugin_selected(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
+        self._remember_params()
+        if item is None:
+            return
+        rec = self.studio.registry.get(item.data(ID_ROLE))
+        self._plugin = rec
+        self.studio.settings.put("last_plugin", rec.id)
+        m = rec.manifest
+        self.generate_button.setEnabled(rec.ok)
+        self.description.setText(m.description if rec.ok and m else f"⚠ {rec.state}")
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for model in m.models if m else ():
+            self.model_combo.addItem(model.name, model.id)
+        last_model = self.studio.settings.get("last_model", {}).get(rec.id)
+        default = m.model(None) if m else None
+        idx = self.model_combo.findData(last_model or (default.id if default else None))
+        self.model_combo.setCurrentIndex(max(idx, 0))
+        self.model_combo.setVisible(self.model_combo.count() > 0)
+        self.model_combo.blockSignals(False)
+        self.panel.set_specs(m.params if m else ())
+        self.panel.set_values(self.studio.settings.last_params(rec.id))
+        if m:
+            self.canvases.setCurrentWidget(self.canvas_for[m.kind])
+        self._show_provider()
+
+    def _model_changed(self) -> None:
+        if self._plugin is not None and self.model_combo.currentData():
+            models = dict(self.studio.settings.get("last_model", {}))
+            models[self._plugin.id] = self.model_combo.currentData()
+            self.studio.settings.put("last_model", models)
+
+    def _remember_params(self) -> None:
+        if self._plugin is not None and self._plugin.ok:
+            self.studio.settings.set_last_params(self._plugin.id, self.panel.values())
+
+    def show_plugins_dialog(self) -> PluginsDialog:
+        dialog = PluginsDialog(self.studio.registry, self)
+        dialog.enabled_changed.connect(self._set_plugin_enabled)
+        dialog.show()
+        return dialog
+
+    def _set_plugin_enabled(self, plugin_id: str, enabled: bool) -> None:
+        self.studio.settings.set_plugin_disabled(plugin_id, not enabled)
+        self.studio.rediscover()
+        self.refresh_plugins()
+
+    # -- running ------------------------------------------------------------------------------
+    def toggle_generate(self) -> None:
+        self.cancel() if self.runner.running else self.generate()
+
+    def generate(self) -> bool:
+        """Validate the panel and start a job; a bad value is reported and nothing runs."""
+        if self._plugin is None or not self._plugin.ok or self.runner.running:
+            return False
+        params = self.panel.values_for_run()
+        try:
+            job = prepare_job(self.studio, self._plugin.id, model_id=self.model_combo.currentData(),
+                              params=params)  # fmt: skip
+        except JobError as exc:
+            self.notify(str(exc), error=True)
+            return False
+        self._remember_params()
+        self._fresh_canvas = True
+        kind = self._plugin.manifest.kind if self._plugin.manifest else "image"
+        self.canvases.setCurrentWidget(self.canvas_for[kind])
+        self.runner.start(job)
+        return True
+
+    def cancel(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            self.progress.setFormat("cancelling…")
+
+    def _on_running(self, running: bool) -> None:
+        self.generate_button.setText("Cancel  (Esc)" if running else "Generate  (Ctrl+Enter)")
+        self.model_combo.setEnabled(not running)
+        self.plugin_list.setEnabled(not running)
+        if running:
+            self.progress.setValue(0)
+            self.progress.setFormat("starting…")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(f"{fraction:.0%}  {message}" if message else f"{fraction:.0%}")
+
+    def _on_preview(self) -> None:
+        preview = self.runner.take_preview()
+        if not isinstance(preview, Preview):
+            return
+        if preview.kind == "image" and preview.images:
+            self.image_canvas.show_preview(preview.images)
+        elif preview.kind == "text":
+            if self._fresh_canvas:
+                self.text_canvas.clear()
+            self.text_canvas.append_text(preview.text, preview.probs)
+        elif preview.kind == "midi" and preview.notes:
+            self.piano_roll.set_notes(preview.notes)
+        self._fresh_canvas = False
+
+    def _on_finished(self, done: Finished) -> None:
+        outcome = done.outcome
+        path = done.entry.path if done.entry else None
+        self.show_result(outcome.result, outcome.provenance, path)
+        if done.entry is not None:
+            self.gallery.add_entry(done.entry)
+            self.gallery.setCurrentRow(0)
+        if done.save_error:
+            self.notify(done.save_error + " Use File → Save result as… to keep it.", error=True)
+        self.progress.setFormat("done")
+        self._provider_by_plugin[outcome.provenance.plugin] = outcome.provenance.provider
+        self._show_provider()
+        seed = f", seed {outcome.provenance.seed}" if outcome.provenance.seed is not None else ""
+        self.statusBar().showMessage(f"{outcome.provenance.plugin}: done{seed}", 5000)
+
+    def _on_failed(self, message: str) -> None:
+        self.progress.setFormat("failed")
+        self.notify(message, error=True)
+        self.refresh_plugin_state()
+
+    def _on_cancelled(self) -> None:
+        self.progress.setFormat("cancelled")
+        self.statusBar().showMessage("Cancelled", 3000)
+
+    def refresh_plugin_state(self) -> None:
+        """A plugin that failed to import is greyed out with its error, others unaffected."""
+        for i in range(self.plugin_list.count()):
+            item = self.plugin_list.item(i)
+            rec = self.studio.registry.get(item.data(ID_ROLE))
+            if not rec.ok:
+                item.setForeground(Qt.GlobalColor.gray)
+                item.setToolTip(rec.state)
+                if rec is self._plugin:
+                    self.generate_button.setEnabled(False)
+                    self.description.setText(f"⚠ {rec.state}")
+
+    # -- results ------------------------------------------------------------------------------
+    def show_result(self, result: Result, prov: Provenance, path: Path | None) -> None:
+        self.current = (result, prov, path)
+        if result.kind == "image":
+            self.image_canvas.set_images(result.images, result.columns)
+        elif result.kind == "text":
+            self.text_canvas.set_text(result.text, result.probs)
+        else:
+            self.piano_roll.set_midi(result.midi)
+        self.canvases.setCurrentWidget(self.canvas_for[result.kind])
+
+    def show_entry(self, entry: HistoryEntry) -> None:
+        try:
+            result = load_result(entry.path)
+        except (OSError, ValueError) as exc:
+            self.notify(f"{entry.path.name}: cannot be opened ({exc})", error=True)
+            return
+        self.show_result(result, entry.provenance, entry.path)
+
+    def save_current(self, index: int | None = None) -> Path | None:
+        if self.current is None:
+            self.notify("Nothing to save yet.")
+            return None
+        result, prov, _ = self.current
+        ext = EXTENSIONS[result.kind]
+        if result.kind == "image" and len(result.images) > 1 and index is None:
+            index = None  # File → Save saves the whole grid; the canvas menu saves one cell
+        name = f"{prov.plugin}-{prov.seed if prov.seed is not None else 'result'}{ext}"
+        path_str, _ = QFileDialog.getSaveFileName(self, "Save result", name, f"*{ext}")
+        if not path_str:
+            return None
+        path = Path(path_str)
+        if path.suffix.lower() != ext:
+            path = path.with_suffix(ext)
+        try:
+            save_result(result, prov, path, index=index)
+        except OSError as exc:
+            self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
+            return None
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        return path
+
+    def _load_history(self) -> None:
+        entries = self.studio.history.entries(limit=HISTORY_SHOWN)
+        self.gallery.set_entries(entries)
+        if entries:
+            self.show_entry(entries[-1])
+            self.gallery.setCurrentRow(0)
+
+    # -- drag and drop, opening outputs ------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                self.open_file(Path(url.toLocalFile()))
+        event.acceptProposedAction()
+
+    def open_output_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a GDL Studio output or an input file", "",
+            "Outputs and inputs (*.png *.jpg *.jpeg *.webp *.mid *.midi *.txt)")  # fmt: skip
+        if path:
+            self.open_file(Path(path))
+
+    def open_file(self, path: Path) -> str:
+        """A GDL Studio output restores its plugin, model and parameters; another image or MIDI
+        file fills the current plugin's matching input.  Returns what was done."""
+        try:
+            prov = read_provenance(path)
+        except (OSError, ValueError):
+            prov = None
+        if prov is not None:
+            return self.restore(prov, path)
+        suffix = path.suffix.lower()
+        kind = "image" if suffix in IMAGE_SUFFIXES else "midi" if suffix in MIDI_SUFFIXES else None
+        if kind is None or self._plugin is None:
+            self.notify(f"{path.name}: not a GDL Studio output, image or MIDI file", error=True)
+            return "refused"
+        name = self.panel.fill_file(path, kind)
+        if name is None:
+            self.notify(f"{self._plugin.name} takes no {kind} input", error=True)
+            return "refused"
+        self.statusBar().showMessage(f"{path.name} → {name}", 4000)
+        return f"filled {name}"
+
+    def restore(self, prov: Provenance, path: Path | None = None) -> str:
+        if not self.select_plugin(prov.plugin):
+            self.notify(f"{prov.plugin}: this plugin is not installed or is disabled", error=True)
+            return "refused"
+        idx = self.model_combo.findData(prov.model)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        elif prov.model:
+            self.notify(
+                f"model {prov.model!r} is not available; using {self.model_combo.currentText()}"
+            )
+        self.panel.set_values(prov.params)
+        for name, editor in self.panel.editors.items():
+            if hasattr(editor, "lock") and name in prov.params:
+                editor.lock.setChecked(True)  # a restored seed stays: the user asked for it
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.show_result(load_result(path), prov, path)
+        self.statusBar().showMessage(f"Restored the settings of {prov.plugin}", 5000)
+        return "restored"
+
+    # -- settings, messages ------------------------------------------------------------------
+    def choose_soundfont_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a SoundFont", "", "SoundFonts (*.sf2)")
+        if path:
+            self.studio.settings.put("soundfont", path)
+            self.piano_roll.set_soundfont(Path(path))
+
+    def notify(self, message: str, error: bool = False) -> None:
+        item = QListWidgetItem(("⚠ " if error else "ℹ ") + message)
+        if error:
+            item.setForeground(Qt.GlobalColor.red)
+            self.messages_dock.show()
+        self.messages.addItem(item)
+        self.messages.scrollToBottom()
+        self.statusBar().showMessage(message, 8000)
+        (log.warning if error else log.info)("%s", message)
+
+    def _show_planned_provider(self) -> None:
+        try:
+            choice = self.studio.factory.choice()
+        except Exception as exc:  # onnxruntime missing or broken: say so, keep the window
+            self.provider_label.setText("provider: ONNX Runtime unavailable")
+            self.notify(f"ONNX Runtime could not be loaded: {exc}", error=True)
+            return
+        from gdl_studio.core.runtime import explain_fallback
+
+        self._planned_provider = explain_fallback(
+            choice.requested, choice.requested[:1], choice.reason
+        )
+        self._show_provider()
+
+    def _show_provider(self) -> None:
+        """The provider that really ran the selected plugin's last job, else the planned one."""
+        ran = self._provider_by_plugin.get(self._plugin.id) if self._plugin else None
+        self.provider_label.setText(f"provider: {ran or self._planned_provider}")
+
+    def _about(self) -> None:
+        sf = choose_soundfont(self.studio.settings.get("soundfont"))
+        QMessageBox.about(self, "About GDL Studio",
+                          f"GDL Studio {__version__}\nHistory: {self.studio.paths.history}\n"
+                          f"SoundFont: {sf or HOW_TO_ADD_SOUNDFONT}")  # fmt: skip
+
+    def _restore_window(self) -> None:
+        win = self.studio.settings.get("window", {})
+        if win.get("geometry"):
+            self.restoreGeometry(QByteArray.fromBase64(win["geometry"].encode()))
+        if win.get("state"):
+            self.restoreState(QByteArray.fromBase64(win["state"].encode()))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._remember_params()
+        self.studio.settings.put("window", {
+            "geometry": bytes(self.saveGeometry().toBase64().data()).decode(),
+            "state": bytes(self.saveState().toBase64().data()).decode(),
+        })  # fmt: skip
+        if self.runner.running:
+            self.runner.cancel()
+            self.runner.wait(5.0)
+        self.piano_roll.stop() if hasattr(self.piano_roll, "stop") else None
+        super().closeEvent(event)

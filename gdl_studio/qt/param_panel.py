@@ -1,0 +1,271 @@
+"""A parameter panel generated from a plugin's typed parameter specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+    QStyle,
+    QToolButton,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider, QLabeledSlider
+
+from gdl_studio.core.params import SEED_MAX, ParamSpec, random_seed
+
+SLIDER_MAX_STEPS = 10_000  # beyond this a slider is too coarse: use a spin box
+FILE_FILTERS = {
+    "image": "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff)",
+    "mask": "Masks (*.png *.jpg *.jpeg *.webp *.bmp)",
+    "midi": "MIDI files (*.mid *.midi)",
+}
+
+
+class SeedEditor(QWidget):
+    """A seed with a dice button (new random seed) and a lock (keep it between runs)."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{0,10}")))
+        self.edit.setPlaceholderText("random")
+        # Standard style icons and a plain word: emoji glyphs are missing from many Linux fonts.
+        self.dice = QToolButton()
+        self.dice.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
+        self.dice.setToolTip("New random seed")
+        self.lock = QToolButton(text="Lock", checkable=True)
+        self.lock.setToolTip("Lock the seed: every run reuses it (unlocked: a new seed each run)")
+        self.dice.clicked.connect(self.roll)
+        self.edit.textChanged.connect(self.changed)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        for w in (self.edit, self.dice, self.lock):
+            lay.addWidget(w)
+
+    def roll(self) -> int:
+        seed = random_seed()
+        self.edit.setText(str(seed))
+        return seed
+
+    def value(self) -> int | None:
+        text = self.edit.text().strip()
+        return int(text) if text and int(text) <= SEED_MAX else None
+
+    def set_value(self, value: Any) -> None:
+        self.edit.setText("" if value is None else str(value))
+
+    def seed_for_run(self) -> int:
+        """The seed the next run uses: the shown one when locked, else a new one (shown)."""
+        current = self.value()
+        if self.lock.isChecked() and current is not None:
+            return current
+        return self.roll()
+
+
+class FilePicker(QWidget):
+    """A path field with a browse button; dropping a file on it fills it."""
+
+    changed = Signal()
+
+    def __init__(self, kind: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.kind = kind
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(f"drop a{'n' if kind == 'image' else ''} {kind} file here")
+        self.edit.setClearButtonEnabled(True)
+        self.edit.textChanged.connect(self.changed)
+        browse = QToolButton(text="…")
+        browse.setToolTip(f"Choose a {kind} file")
+        browse.clicked.connect(self._browse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.edit)
+        lay.addWidget(browse)
+        self.setAcceptDrops(True)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, f"Choose a {self.kind}", "", FILE_FILTERS[self.kind]
+        )
+        if path:
+            self.edit.setText(path)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile():
+            self.edit.setText(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    def value(self) -> str | None:
+        return self.edit.text().strip() or None
+
+    def set_value(self, value: Any) -> None:
+        self.edit.setText("" if value is None else str(value))
+
+
+class ParamPanel(QWidget):
+    """One editor per :class:`ParamSpec`; :meth:`values` gives what the user set."""
+
+    changed = Signal()
+
+    def __init__(self, specs: tuple[ParamSpec, ...] = (), parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._form = QFormLayout(self)
+        self._form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.editors: dict[str, QWidget] = {}
+        self.specs: tuple[ParamSpec, ...] = ()
+        self.set_specs(specs)
+
+    def set_specs(self, specs: tuple[ParamSpec, ...]) -> None:
+        while self._form.rowCount():
+            self._form.removeRow(0)
+        self.editors = {}
+        self.specs = specs
+        for spec in specs:
+            editor = self._editor(spec)
+            editor.setToolTip(spec.help)
+            editor.setObjectName(f"param_{spec.name}")
+            self.editors[spec.name] = editor
+            self._form.addRow(spec.title, editor)
+            self.set_value(spec.name, spec.default)
+
+    def _editor(self, spec: ParamSpec) -> QWidget:
+        kind = spec.type
+        if kind == "int":
+            if _slider_ok(spec, 1):
+                s = QLabeledSlider(Qt.Orientation.Horizontal)
+                s.setRange(int(spec.min), int(spec.max))  # type: ignore[arg-type]
+                s.valueChanged.connect(self.changed)
+                return s
+            box = QSpinBox()
+            box.setRange(int(spec.min if spec.min is not None else -(2**31)),
+                         int(spec.max if spec.max is not None else 2**31 - 1))  # fmt: skip
+            box.valueChanged.connect(self.changed)
+            return box
+        if kind == "float":
+            step = spec.step or 0.01
+            if _slider_ok(spec, step):
+                d = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+                d.setRange(float(spec.min), float(spec.max))  # type: ignore[arg-type]
+                d.setSingleStep(step)
+                d.setDecimals(max(0, len(f"{step:g}".partition(".")[2])))
+                d.valueChanged.connect(self.changed)
+                return d
+            dbox = QDoubleSpinBox()
+            dbox.setDecimals(4)
+            dbox.setRange(spec.min if spec.min is not None else -1e9,
+                          spec.max if spec.max is not None else 1e9)  # fmt: skip
+            dbox.setSingleStep(step)
+            dbox.valueChanged.connect(self.changed)
+            return dbox
+        if kind == "choice":
+            combo = QComboBox()
+            combo.addItems(list(spec.choices))
+            combo.currentIndexChanged.connect(self.changed)
+            return combo
+        if kind == "bool":
+            check = QCheckBox()
+            check.toggled.connect(self.changed)
+            return check
+        if kind == "seed":
+            seed = SeedEditor()
+            seed.changed.connect(self.changed)
+            return seed
+        if kind == "text":
+            if spec.multiline:
+                text = QPlainTextEdit()
+                text.setMaximumHeight(90)
+                text.textChanged.connect(self.changed)
+                return text
+            line = QLineEdit()
+            line.textChanged.connect(self.changed)
+            return line
+        picker = FilePicker(kind)
+        picker.changed.connect(self.changed)
+        return picker
+
+    def set_value(self, name: str, value: Any) -> None:
+        editor = self.editors.get(name)
+        if editor is None:
+            return
+        if isinstance(editor, (SeedEditor, FilePicker)):
+            editor.set_value(value)
+        elif value is None:
+            return
+        elif isinstance(editor, QComboBox):
+            idx = editor.findText(str(value))
+            if idx >= 0:
+                editor.setCurrentIndex(idx)
+        elif isinstance(editor, QCheckBox):
+            editor.setChecked(bool(value))
+        elif isinstance(editor, QPlainTextEdit):
+            editor.setPlainText(str(value))
+        elif isinstance(editor, QLineEdit):
+            editor.setText(str(value))
+        elif isinstance(editor, (QLabeledSlider, QSpinBox)):
+            editor.setValue(int(value))
+        elif isinstance(editor, (QLabeledDoubleSlider, QDoubleSpinBox)):
+            editor.setValue(float(value))
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            self.set_value(name, value)
+
+    def value(self, name: str) -> Any:
+        editor = self.editors[name]
+        if isinstance(editor, (SeedEditor, FilePicker)):
+            return editor.value()
+        if isinstance(editor, QComboBox):
+            return editor.currentText()
+        if isinstance(editor, QCheckBox):
+            return editor.isChecked()
+        if isinstance(editor, QPlainTextEdit):
+            return editor.toPlainText()
+        if isinstance(editor, QLineEdit):
+            return editor.text()
+        if isinstance(editor, (QLabeledSlider, QSpinBox)):
+            return int(editor.value())
+        return float(editor.value())  # type: ignore[attr-defined]
+
+    def values(self) -> dict[str, Any]:
+        return {name: self.value(name) for name in self.editors}
+
+    def values_for_run(self) -> dict[str, Any]:
+        """Values for a new run: unlocked seeds are re-rolled (and shown) here."""
+        out = self.values()
+        for name, editor in self.editors.items():
+            if isinstance(editor, SeedEditor):
+                out[name] = editor.seed_for_run()
+        return out
+
+    def fill_file(self, path: Path, kind: str) -> str | None:
+        """Put a dropped file into the first picker of ``kind``; returns the parameter name."""
+        for spec in self.specs:
+            if spec.type == kind:
+                self.set_value(spec.name, str(path))
+                return spec.name
+        return None
+
+
+def _slider_ok(spec: ParamSpec, step: float) -> bool:
+    if spec.min is None or spec.max is None:
+        return False
+    return (spec.max - spec.min) / step <= SLIDER_MAX_STEPS

@@ -1,0 +1,210 @@
+"""The studio window driven through its widgets, offscreen, with the fixture plugins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from gdl_studio.core.host import Studio
+from gdl_studio.core.results import read_provenance
+from gdl_studio.qt.main_window import MainWindow
+from gdl_studio.qt.param_panel import SeedEditor
+
+
+@pytest.fixture
+def window(qtbot, studio: Studio) -> MainWindow:
+    win = MainWindow(studio)
+    qtbot.addWidget(win)
+    win.show()
+    return win
+
+
+def reopen(qtbot, plugin_root: Path) -> MainWindow:
+    """A new window over the same home folder: what a restart of the app sees."""
+    studio = Studio.create(include_builtin=False, include_entry_points=False,
+                           extra_folders=[plugin_root])  # fmt: skip
+    win = MainWindow(studio)
+    qtbot.addWidget(win)
+    return win
+
+
+def generate(qtbot, win: MainWindow, timeout: int = 10_000) -> None:
+    with qtbot.waitSignal(win.runner.running_changed, timeout=timeout,
+                          check_params_cb=lambda running: not running):  # fmt: skip
+        qtbot.mouseClick(win.generate_button, Qt.MouseButton.LeftButton)
+
+
+def test_plugin_list_shows_usable_plugins_and_hides_disabled(window: MainWindow) -> None:
+    ids = [window.plugin_list.item(i).data(Qt.ItemDataRole.UserRole)
+           for i in range(window.plugin_list.count())]  # fmt: skip
+    assert {"tinygen", "echo", "scale", "broken", "badmanifest"} <= set(ids)
+    assert "offplugin" not in ids
+
+
+def test_generate_through_the_panel_saves_and_shows_the_result(qtbot, window: MainWindow) -> None:
+    assert window.select_plugin("tinygen")
+    panel = window.panel
+    panel.set_value("batch", 4)
+    seed_editor = panel.editors["seed"]
+    assert isinstance(seed_editor, SeedEditor)
+    seed_editor.set_value(1234)
+    seed_editor.lock.setChecked(True)
+    generate(qtbot, window)
+    result, prov, path = window.current
+    assert prov.seed == 1234 and prov.params["batch"] == 4
+    assert path is not None and path.exists()
+    assert read_provenance(path).params == prov.params  # on disk, with provenance
+    assert window.image_canvas.image_count() == 4
+    assert window.gallery.count() == 1
+    assert "CPU" in window.provider_label.text()
+    # Same locked seed -> the same pixels.
+    first = np.asarray(result.images[0])
+    generate(qtbot, window)
+    assert np.array_equal(np.asarray(window.current[0].images[0]), first)
+
+
+def test_unlocked_seed_is_rerolled_and_recorded(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.editors["seed"].set_value(5)
+    generate(qtbot, window)
+    seed = window.current[1].seed
+    assert window.panel.editors["seed"].value() == seed  # the seed used is shown
+
+
+def test_bad_parameter_value_is_reported_and_nothing_runs(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_value("source", "/no/such/image.png")
+    assert window.generate() is False
+    assert not window.runner.running
+    assert "no such file" in window.messages.item(window.messages.count() - 1).text()
+    assert window.studio.history.entries() == []
+
+
+def test_cancel_mid_run(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_values({"steps": 200, "delay": 0.05})
+    previews = []
+    window.runner.preview.connect(lambda _: previews.append(1))
+    assert window.generate()
+    assert window.generate_button.text().startswith("Cancel")
+    qtbot.waitUntil(lambda: len(previews) >= 2, timeout=5000)
+    with qtbot.waitSignal(window.runner.cancelled, timeout=5000):
+        qtbot.keyClick(window, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not window.runner.running, timeout=5000)
+    assert window.generate_button.text().startswith("Generate")
+    assert window.studio.history.entries() == []  # nothing half-made was saved
+    assert window.progress.format() == "cancelled"
+
+
+def test_live_previews_reach_the_canvas(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_values({"steps": 30, "delay": 0.02})
+    seen = []
+    original = window.image_canvas.show_preview
+    window.image_canvas.show_preview = lambda imgs: (seen.append(len(imgs)), original(imgs))
+    generate(qtbot, window)
+    assert seen, "no preview was shown while generating"
+
+
+def test_streaming_text_and_midi_results(qtbot, window: MainWindow) -> None:
+    window.select_plugin("echo")
+    window.panel.set_values({"prompt": "la", "repeat": 4})
+    generate(qtbot, window)
+    assert window.text_canvas.text() == "la la la la "
+    assert window.canvases.currentWidget() is window.text_canvas
+    window.select_plugin("scale")
+    generate(qtbot, window)
+    assert len(window.piano_roll.notes()) == 8
+    assert window.current[2].suffix == ".mid"
+
+
+def test_plugin_that_fails_to_import_is_reported_and_others_work(qtbot, window: MainWindow) -> None:
+    window.select_plugin("broken")
+    with qtbot.waitSignal(window.runner.failed, timeout=5000) as blocker:
+        window.generate()
+    assert "a_module_that_does_not_exist" in blocker.args[0]
+    qtbot.waitUntil(lambda: not window.runner.running)
+    assert not window.generate_button.isEnabled()
+    window.select_plugin("tinygen")
+    assert window.generate_button.isEnabled()
+    generate(qtbot, window)
+    assert window.current[1].plugin == "tinygen"
+
+
+def drop(window: MainWindow, path: Path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    window.dropEvent(event)
+
+
+def test_dropping_a_saved_output_restores_plugin_model_and_parameters(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_values({"batch": 3, "steps": 2, "style": "fancy", "crisp": False})
+    window.panel.editors["seed"].set_value(77)
+    window.panel.editors["seed"].lock.setChecked(True)
+    generate(qtbot, window)
+    saved = window.current[2]
+    made_with = dict(window.current[1].params)
+    window.select_plugin("echo")
+    window.panel.set_values({"prompt": "changed"})
+    drop(window, saved)
+    assert window._plugin.id == "tinygen"
+    assert window.model_combo.currentData() == "tiny"
+    restored = window.panel.values()
+    assert {k: restored[k] for k in made_with} == made_with
+
+
+def test_dropping_an_image_fills_the_image_input(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    window.select_plugin("tinygen")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 16), "red").save(photo)
+    drop(window, photo)
+    assert window.panel.value("source") == str(photo)
+
+
+def test_history_survives_a_restart(qtbot, window: MainWindow, plugin_root: Path) -> None:
+    window.select_plugin("tinygen")
+    generate(qtbot, window)
+    window.select_plugin("echo")
+    generate(qtbot, window)
+    made = [e.path for e in window.gallery.entries()]
+    window.close()
+    again = reopen(qtbot, plugin_root)
+    assert [e.path for e in again.gallery.entries()] == made
+    assert again.current is not None and again.current[2] == made[0]  # the newest is shown
+    assert again._plugin.id == "echo"  # last plugin and its parameters come back too
+
+
+def test_parameters_persist_per_plugin(qtbot, window: MainWindow, plugin_root: Path) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_values({"batch": 7, "style": "fancy"})
+    window.select_plugin("echo")  # switching remembers the values
+    window.close()
+    again = reopen(qtbot, plugin_root)
+    again.select_plugin("tinygen")
+    assert again.panel.value("batch") == 7 and again.panel.value("style") == "fancy"
+
+
+def test_plugins_dialog_lists_errors_and_disables(qtbot, window: MainWindow) -> None:
+    dialog = window.show_plugins_dialog()
+    qtbot.addWidget(dialog)
+    rows = {dialog.table.item(r, 0).text(): dialog.table.item(r, 4).text()
+            for r in range(dialog.table.rowCount())}  # fmt: skip
+    assert rows["Off (offplugin)"] == "disabled"
+    assert any(state.startswith("bad manifest") for state in rows.values())
+    for r in range(dialog.table.rowCount()):
+        if dialog.table.item(r, 0).text() == "Echo text (echo)":
+            dialog.table.item(r, 5).setCheckState(Qt.CheckState.Unchecked)
+    ids = [window.plugin_list.item(i).data(Qt.ItemDataRole.UserRole)
+           for i in range(window.plugin_list.count())]  # fmt: skip
+    assert "echo" not in ids and "tinygen" in ids
+    assert "echo" in window.studio.settings.disabled_plugins()
