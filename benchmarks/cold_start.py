@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def one_run(env: dict[str, str]) -> float:
@@ -34,6 +35,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -53,6 +55,12 @@ def main() -> int:
     print(json.dumps(out, indent=2) if args.json else
           f"cold start: median {out['cold_start_s_median']} s over {args.runs} runs "
           f"({plugins} plugins discovered)")  # fmt: skip
+    if args.write_docs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _docs import update_section
+
+        cmd = f"python benchmarks/cold_start.py --runs {args.runs} --write-docs"
+        update_section("cold start", cmd, json.dumps(out, indent=2))
     return 0
 
 

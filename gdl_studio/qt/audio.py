@@ -191,7 +191,8 @@ class MidiPlayer(QObject):
         self._buffer.setData(QByteArray(data))
         self._buffer.open(QIODevice.OpenModeFlag.ReadOnly)
         self._sink = mm.QAudioSink(mm.QMediaDevices.defaultAudioOutput(), self._fmt, self)
-        self._sink.stateChanged.connect(self._sink_state)
+        # The end of the data is found by polling the sink's state in _tick: PySide6 cannot
+        # convert the QAudio::State argument of stateChanged for a Python slot.
         self._sink.start(self._buffer)
         if self._sink.error() != mm.QtAudio.Error.NoError:
             self._fail(f"The audio output could not be opened ({self._sink.error().name}).")
@@ -226,6 +227,7 @@ class MidiPlayer(QObject):
     def _tick(self) -> None:
         if self._sink is not None:
             self.position_changed.emit(self._segment_start + self._sink.processedUSecs() / 1e6)
+            self._sink_state(self._sink.state())
 
     def _fail(self, message: str) -> None:
         was_playing = self._playing
