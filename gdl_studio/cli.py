@@ -25,7 +25,7 @@ from gdl_studio.core.host import (
     run_job,
 )
 from gdl_studio.core.jobs import Cancelled, TaskState
-from gdl_studio.core.results import EXTENSIONS, save_result
+from gdl_studio.core.results import ALSO_ACCEPTED, EXTENSIONS, save_result
 from gdl_studio.core.runtime import explain_fallback
 
 PROG = "gdl-studio"
@@ -161,9 +161,10 @@ def cmd_run(studio: Studio, args: argparse.Namespace) -> int:
     record = studio.registry.get(args.plugin) if args.plugin in _ids(studio) else None
     if record is None or record.manifest is None:
         raise JobError(f"no usable plugin {args.plugin!r} (plugins: {', '.join(_ids(studio))})")
-    want = EXTENSIONS[record.manifest.kind]
-    if args.out.suffix.lower() != want:
-        raise JobError(f"--out {args.out}: {args.plugin} writes {want} files")
+    kind = record.manifest.kind
+    allowed = (EXTENSIONS[kind], *ALSO_ACCEPTED.get(kind, ()))
+    if args.out.suffix.lower() not in allowed:
+        raise JobError(f"--out {args.out}: {args.plugin} writes {' or '.join(allowed)} files")
     if args.seed is not None:
         seeds = [p.name for p in record.manifest.params if p.type == "seed"]
         if not seeds:

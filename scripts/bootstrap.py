@@ -19,6 +19,9 @@ VENV = ROOT / ".venv"
 # build; GDL Studio only renders PCM with it and plays through QtMultimedia, so it goes in
 # without its dependencies.
 NO_DEPS = ["tinysoundfont>=0.3.7"]
+# The training extra's torch, pinned: 2.13.0 has a CPU wheel on the project's machines, while an
+# open range can resolve to a multi-GB CUDA build.
+TORCH_PIN = "torch==2.13.0"
 
 
 def venv_python() -> Path:
@@ -28,13 +31,14 @@ def venv_python() -> Path:
 
 def stamp_for(extras: str) -> str:
     text = (ROOT / "pyproject.toml").read_bytes() + extras.encode() + repr(NO_DEPS).encode()
+    text += TORCH_PIN.encode()
     return hashlib.sha256(text).hexdigest()
 
 
 def ensure(extras: str = "") -> Path:
     """Make .venv hold the project (editable) with ``extras``; do nothing when up to date."""
     py = venv_python()
-    stamp_file = VENV / f".gdl-stamp{('-' + extras) if extras else ''}"
+    stamp_file = VENV / f".gdl-stamp{('-' + extras.replace(',', '-')) if extras else ''}"
     want = stamp_for(extras)
     if py.exists() and stamp_file.exists() and stamp_file.read_text() == want:
         return py
@@ -44,6 +48,8 @@ def ensure(extras: str = "") -> Path:
     target = f".[{extras}]" if extras else "."
     print(f"GDL Studio: installing {target} into .venv …", file=sys.stderr)
     pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if "train" in extras.split(","):
+        subprocess.run([*pip, TORCH_PIN], cwd=ROOT, check=True)
     subprocess.run([*pip, "-e", target], cwd=ROOT, check=True)
     subprocess.run([*pip, "--no-deps", *NO_DEPS], cwd=ROOT, check=True)
     stamp_file.write_text(want)

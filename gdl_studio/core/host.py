@@ -17,7 +17,7 @@ from gdl_studio.core.errors import StudioError
 from gdl_studio.core.history import History
 from gdl_studio.core.imageio import check_input
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.core.manifest import Manifest, ModelSpec
+from gdl_studio.core.manifest import Manifest, ModelSpec, specs_for_model
 from gdl_studio.core.params import FILE_TYPES, ParamError, resolve_params
 from gdl_studio.core.results import Preview, Provenance, Result
 from gdl_studio.core.runtime import (
@@ -196,7 +196,7 @@ def prepare_job(
         name = input_param_for(ctx.manifest, Path(path))
         given[name] = str(path)
     try:
-        resolved = resolve_params(ctx.manifest.params, given)
+        resolved = resolve_params(specs_for_model(ctx.manifest.params, ctx.model), given)
     except ParamError as exc:
         raise JobError(str(exc)) from None
     for spec in ctx.manifest.params:

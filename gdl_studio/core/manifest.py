@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ _MODEL_KEYS = {"id", "name", "card", "default", "description", "graphs", "extras
 _GRAPH_KEYS = {"file", "sha256", "inputs", "outputs"}
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
-    "multiline", "extras",
+    "multiline", "choices_from", "extras",
 }  # fmt: skip
 
 
@@ -224,7 +224,12 @@ def _param(raw: Any, i: int) -> ParamSpec:
     if ptype not in PARAM_TYPES:
         raise ManifestError(f"{where}type {ptype!r} must be one of {', '.join(PARAM_TYPES)}")
     choices = tuple(_opt(raw, "choices", list, where, []))
-    if ptype == "choice" and (not choices or not all(isinstance(c, str) for c in choices)):
+    choices_from = _opt(raw, "choices_from", str, where, "")
+    if choices_from and ptype != "choice":
+        raise ManifestError(f"{where}choices_from is only for a choice parameter")
+    if ptype == "choice" and not all(isinstance(c, str) for c in choices):
+        raise ManifestError(f"{where}choices: a choice needs a list of strings")
+    if ptype == "choice" and not choices and not choices_from:
         raise ManifestError(f"{where}choices: a choice needs a list of strings")
     num = (int, float)
     spec = ParamSpec(
@@ -239,11 +244,17 @@ def _param(raw: Any, i: int) -> ParamSpec:
         choices=choices,
         optional=_opt(raw, "optional", bool, where, False),
         multiline=_opt(raw, "multiline", bool, where, False),
+        choices_from=choices_from,
         extras=_opt(raw, "extras", dict, where, {}),
     )
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise ManifestError(f"{where}min is above max")
-    if spec.default is not None and ptype not in FILE_TYPES and ptype != "seed":
+    if (
+        spec.default is not None
+        and ptype not in FILE_TYPES
+        and ptype != "seed"
+        and not choices_from
+    ):
         try:
             spec.coerce(spec.default)
         except ParamError as exc:
@@ -277,3 +288,17 @@ def _typed(value: Any, key: str, typ: Any, where: str) -> Any:
         names = " or ".join(t.__name__ for t in types)
         raise ManifestError(f"{where}{key} must be {names}, not {type(value).__name__}")
     return value
+
+
+def specs_for_model(specs: tuple[ParamSpec, ...], model: ModelSpec | None) -> tuple[ParamSpec, ...]:
+    """The parameters as they apply to ``model``: a choice with ``choices_from`` gets its
+    fixed choices followed by the model's list (e.g. a conditional model's class names)."""
+    out = []
+    for spec in specs:
+        if spec.choices_from:
+            extra = model.extras.get(spec.choices_from, []) if model else []
+            choices = tuple(spec.choices) + tuple(str(c) for c in extra)
+            default = spec.default if spec.default in choices else (choices[0] if choices else None)
+            spec = replace(spec, choices=choices, default=default)
+        out.append(spec)
+    return tuple(out)

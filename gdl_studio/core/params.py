@@ -32,6 +32,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     optional: bool = False
     multiline: bool = False
+    choices_from: str = ""  # a choice whose options come from the model's extras[<this>]
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -19,8 +19,10 @@ from gdl_studio.core.atomic import atomic_write, atomic_write_text
 
 PROVENANCE_KEY = "gdl_studio"
 SCHEMA = 1
-EXTENSIONS = {"image": ".png", "text": ".txt", "midi": ".mid"}
-KIND_BY_EXTENSION = {v: k for k, v in EXTENSIONS.items()}
+EXTENSIONS = {"image": ".png", "text": ".txt", "midi": ".mid"}  # what history and `run` write
+# Also accepted by save_result: a batch of images as an animated GIF (e.g. a latent walk).
+ALSO_ACCEPTED = {"image": (".gif",)}
+GIF_FRAME_MS = 120
 
 
 @dataclass
@@ -149,13 +151,19 @@ def save_result(
     ``index`` saves one image of a batch (its per-item facts, such as its own seed, are kept).
     """
     path = Path(path)
-    want = EXTENSIONS[result.kind]
-    if path.suffix.lower() != want:
+    suffix = path.suffix.lower()
+    allowed = (EXTENSIONS[result.kind], *ALSO_ACCEPTED.get(result.kind, ()))
+    if suffix not in allowed:
         raise ValueError(
-            f"a {result.kind} result is saved as {want}, not {path.suffix or 'no extension'}"
+            f"a {result.kind} result is saved as {' or '.join(allowed)}, "
+            f"not {path.suffix or 'no extension'}"
         )
     if index is not None:
         prov = Provenance(**{**asdict(prov), "extra": {**prov.extra, "index": index}})
+    if result.kind == "image" and suffix == ".gif":
+        frames = [result.images[index]] if index is not None else result.images
+        gif = _gif_bytes(frames, prov)
+        return [atomic_write(path, lambda fh: fh.write(gif))]
     if result.kind == "image":
         image = result_image(result, index)
         payload = _png_bytes(image, prov)
@@ -178,6 +186,16 @@ def _png_bytes(image: Any, prov: Provenance) -> bytes:
     info.add_itxt(PROVENANCE_KEY, prov.to_json(), zip=True)
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _gif_bytes(frames: list[Any], prov: Provenance) -> bytes:
+    """An animated GIF that loops forever; the provenance rides in the GIF comment."""
+    buf = io.BytesIO()
+    rgb = [f.convert("RGB") for f in frames]
+    comment = f"{PROVENANCE_KEY}:{prov.to_json()}".encode()
+    rgb[0].save(buf, format="GIF", save_all=True, append_images=rgb[1:], loop=0,
+                duration=GIF_FRAME_MS, comment=comment)  # fmt: skip
     return buf.getvalue()
 
 
@@ -211,14 +229,23 @@ def read_provenance(path: Path) -> Provenance:
     """Read the provenance stored in (or beside) a GDL Studio output; ``ValueError`` if none."""
     path = Path(path)
     ext = path.suffix.lower()
+    if ext == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as im:
+            comment = im.info.get("comment", b"")
+        text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
+        if not text.startswith(PROVENANCE_KEY + ":"):
+            raise ValueError(f"{path.name} was not made by GDL Studio (no provenance comment)")
+        return Provenance.from_json(text[len(PROVENANCE_KEY) + 1 :])
     if ext == ".png":
         from PIL import Image
 
         with Image.open(path) as im:
-            text = im.info.get(PROVENANCE_KEY) if hasattr(im, "info") else None
-        if not text:
+            chunk = im.info.get(PROVENANCE_KEY)
+        if not chunk:
             raise ValueError(f"{path.name} was not made by GDL Studio (no provenance chunk)")
-        return Provenance.from_json(str(text))
+        return Provenance.from_json(str(chunk))
     if ext in (".mid", ".midi"):
         import mido
 
@@ -240,6 +267,12 @@ def load_result(path: Path) -> Result:
     """Read a saved output back as a Result (for the gallery and for continuing work)."""
     path = Path(path)
     ext = path.suffix.lower()
+    if ext == ".gif":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as im:
+            frames = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+        return Result.image(frames, columns=len(frames))
     if ext == ".png":
         from PIL import Image
 

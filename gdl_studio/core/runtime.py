@@ -156,6 +156,11 @@ class ModelSession:
         return bool(self.providers) and self.providers[0] != CPU
 
     @property
+    def input_shapes(self) -> dict[str, tuple[Any, ...]]:
+        """Each input's shape as the graph declares it (strings for dynamic dimensions)."""
+        return {i.name: tuple(i.shape) for i in self._session.get_inputs()}
+
+    @property
     def input_names(self) -> list[str]:
         return [i.name for i in self._session.get_inputs()]
 

@@ -35,6 +35,7 @@ def system_soundfont_dirs() -> list[Path]:
     return [
         Path("/usr/share/sounds/sf2"),
         Path("/usr/share/soundfonts"),
+        Path("/usr/share/sounds/sf3"),  # mostly .sf3, which is skipped; any .sf2 there is used
         Path("/usr/local/share/soundfonts"),
         home / ".local/share/soundfonts",
         home / ".fluidsynth",

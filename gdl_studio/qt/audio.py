@@ -9,7 +9,7 @@ from typing import Any
 
 import mido
 import numpy as np
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QTimer, Signal
+from PySide6.QtCore import QIODevice, QObject, QTimer, Signal
 
 from gdl_studio.core.midi_synth import RenderCancelled, SoundFontError, render_midi
 from gdl_studio.core.soundfont import HOW_TO_ADD_SOUNDFONT
@@ -24,6 +24,42 @@ def _multimedia() -> Any:
     from PySide6 import QtMultimedia
 
     return QtMultimedia
+
+
+class _PcmDevice(QIODevice):
+    """Serves PCM frames to a QAudioSink in pull mode, wrapping around when looping.
+
+    QBuffer cannot wrap, and restarting a sink at each loop end leaves a gap (and stalled on
+    PulseAudio), so this small device is written by hand.
+    """
+
+    def __init__(self, pcm: np.ndarray, pos: int, loop: bool, parent: QObject | None) -> None:
+        super().__init__(parent)
+        self._data = memoryview(np.ascontiguousarray(pcm)).cast("B")
+        self._pos = min(max(0, pos), len(self._data))
+        self._loop = loop and len(self._data) > 0
+
+    def isSequential(self) -> bool:
+        return True
+
+    def bytesAvailable(self) -> int:
+        left = len(self._data) if self._loop else len(self._data) - self._pos
+        return left + super().bytesAvailable()
+
+    def readData(self, maxlen: int) -> bytes:
+        out = bytearray()
+        while len(out) < maxlen:
+            if self._pos >= len(self._data):
+                if not self._loop:
+                    break
+                self._pos = 0
+            chunk = self._data[self._pos : self._pos + maxlen - len(out)]
+            out += chunk
+            self._pos += len(chunk)
+        return bytes(out)
+
+    def writeData(self, data: bytes, size: int) -> int:
+        return -1  # read-only
 
 
 class MidiPlayer(QObject):
@@ -43,10 +79,10 @@ class MidiPlayer(QObject):
         self._cache: tuple[mido.MidiFile, Path, int, np.ndarray] | None = None
         self._request: tuple[mido.MidiFile, float, tuple[float, float] | None] | None = None
         self._sink: Any = None
-        self._buffer: QBuffer | None = None
-        self._segment_start = 0.0  # file time of the buffer's first frame
+        self._device: _PcmDevice | None = None
+        self._segment_start = 0.0  # file time of the device's first frame
+        self._offset = 0.0  # seconds into the segment where playback began
         self._loop: tuple[float, float] | None = None
-        self._pcm = np.zeros((0, 2), np.float32)  # the whole rendered file, for loop restarts
         self._rate = SAMPLERATE
         self._fmt: Any = None
         self._timer = QTimer(self)
@@ -73,21 +109,16 @@ class MidiPlayer(QObject):
         if self._soundfont is None:
             self._fail(HOW_TO_ADD_SOUNDFONT)
             return
-        try:
-            mm = _multimedia()
-        except ImportError as exc:
-            self._fail(f"Audio output is unavailable (QtMultimedia could not load: {exc}).")
-            return
-        if mm.QMediaDevices.defaultAudioOutput().isNull():
-            self._fail(NO_DEVICE)
+        problem = self._output_problem()
+        if problem is not None:
+            self._fail(problem)
             return
         if loop is not None and loop[1] - loop[0] < 0.05:
             loop = None
         self._playing = True
         self.state_changed.emit(True)
         self._request = (midi, start, loop)
-        fmt = self._format()
-        rate = fmt.sampleRate() if fmt is not None else SAMPLERATE
+        rate = self._output_rate()
         cache = self._cache
         if cache and cache[0] is midi and cache[1] == self._soundfont and cache[2] == rate:
             self._start_output(cache[3], rate)
@@ -109,9 +140,9 @@ class MidiPlayer(QObject):
             self._sink.stop()
             self._sink.deleteLater()
             self._sink = None
-        if self._buffer is not None:
-            self._buffer.close()
-            self._buffer = None
+        if self._device is not None:
+            self._device.close()
+            self._device = None
         if self._playing:
             self._playing = False
             self.state_changed.emit(False)
@@ -144,6 +175,21 @@ class MidiPlayer(QObject):
         self._start_output(pcm, rate)
 
     # -- output -------------------------------------------------------------------------------
+    def _output_problem(self) -> str | None:
+        """Why nothing can be played on this machine, or None when there is an output."""
+        try:
+            mm = _multimedia()
+        except ImportError as exc:
+            return f"Audio output is unavailable (QtMultimedia could not load: {exc})."
+        if mm.QMediaDevices.defaultAudioOutput().isNull():
+            return NO_DEVICE
+        return None
+
+    def _output_rate(self) -> int:
+        """The sample rate to render at: the one the output will be opened with."""
+        fmt = self._format()
+        return int(fmt.sampleRate()) if fmt is not None else SAMPLERATE
+
     def _format(self) -> Any:
         """Stereo float at 44.1 kHz, or the nearest the device accepts (Float or Int16)."""
         mm = _multimedia()
@@ -176,58 +222,49 @@ class MidiPlayer(QObject):
             if loop is not None and not a <= start < b:
                 start = a
         start = min(max(0.0, start), length)
-        end = loop[1] if loop else length
-        segment = pcm[round(start * rate) : round(end * rate)]
+        # Without a loop the device plays start..end once; with one it plays the loop's frames
+        # from `start` and wraps around, so the sink never restarts and the loop has no gap.
+        first, last = (loop[0], loop[1]) if loop else (start, length)
+        segment = pcm[round(first * rate) : round(last * rate)]
         if fmt.sampleFormat() == mm.QAudioFormat.SampleFormat.Int16:
-            segment = (segment * 32767).astype(np.int16)
+            segment = (np.clip(segment, -1.0, 1.0) * 32767).astype(np.int16)
         self._loop = loop
-        self._segment_start = start
-        self._pcm, self._rate, self._fmt = pcm, rate, fmt
-        self._open(segment.tobytes())
-
-    def _open(self, data: bytes) -> None:
-        mm = _multimedia()
-        self._buffer = QBuffer(self)
-        self._buffer.setData(QByteArray(data))
-        self._buffer.open(QIODevice.OpenModeFlag.ReadOnly)
-        self._sink = mm.QAudioSink(mm.QMediaDevices.defaultAudioOutput(), self._fmt, self)
+        self._segment_start = first
+        self._offset = start - first
+        self._rate, self._fmt = rate, fmt
+        self._device = _PcmDevice(
+            segment, round(self._offset * rate) * fmt.bytesPerFrame(), loop is not None, self
+        )
+        self._device.open(QIODevice.OpenModeFlag.ReadOnly)
+        self._sink = mm.QAudioSink(mm.QMediaDevices.defaultAudioOutput(), fmt, self)
         # The end of the data is found by polling the sink's state in _tick: PySide6 cannot
         # convert the QAudio::State argument of stateChanged for a Python slot.
-        self._sink.start(self._buffer)
+        self._sink.start(self._device)
         if self._sink.error() != mm.QtAudio.Error.NoError:
             self._fail(f"The audio output could not be opened ({self._sink.error().name}).")
             return
         self._timer.start()
 
-    def _sink_state(self, state: Any) -> None:
-        mm = _multimedia()
-        if self._sink is None or state != mm.QtAudio.State.IdleState:
-            return
-        if self._buffer is None or not self._buffer.atEnd():
-            return  # an underrun, not the end of the data
-        if self._loop is None:
-            self.position_changed.emit(self._segment_start + len(self._buffer.data()) / self._bpf())
-            self.stop()
-            return
-        # QBuffer cannot wrap around, so the loop restarts the sink on the loop's own PCM.
-        a, b = self._loop
-        segment = self._pcm[round(a * self._rate) : round(b * self._rate)]
-        if self._fmt.sampleFormat() == mm.QAudioFormat.SampleFormat.Int16:
-            segment = (segment * 32767).astype(np.int16)
-        self._sink.stop()
-        self._sink.deleteLater()
-        self._buffer.close()
-        self._segment_start = a
-        self._open(segment.tobytes())
-
-    def _bpf(self) -> float:
-        """Bytes per second of the buffer's PCM."""
-        return float(self._fmt.bytesPerFrame() * self._rate)
+    def _position(self) -> float:
+        """File time of what the sink has played (processedUSecs, not what was read ahead)."""
+        played = self._offset + self._sink.processedUSecs() / 1e6
+        if self._loop is not None:
+            played %= self._loop[1] - self._loop[0]
+        return self._segment_start + played
 
     def _tick(self) -> None:
-        if self._sink is not None:
-            self.position_changed.emit(self._segment_start + self._sink.processedUSecs() / 1e6)
-            self._sink_state(self._sink.state())
+        if self._sink is None or self._device is None:
+            return
+        self.position_changed.emit(self._position())
+        mm = _multimedia()
+        state, error = self._sink.state(), self._sink.error()
+        if state == mm.QtAudio.State.IdleState and self._device.atEnd():
+            self.stop()  # played to the end (an idle sink with data left is just an underrun)
+        elif state == mm.QtAudio.State.StoppedState:
+            if error != mm.QtAudio.Error.NoError:  # e.g. the device was unplugged
+                self._fail(f"Audio playback stopped ({error.name}).")
+            else:
+                self.stop()
 
     def _fail(self, message: str) -> None:
         was_playing = self._playing

@@ -30,7 +30,9 @@ from gdl_studio import __version__
 from gdl_studio.core.discovery import PluginRecord
 from gdl_studio.core.history import HistoryEntry
 from gdl_studio.core.host import IMAGE_SUFFIXES, MIDI_SUFFIXES, JobError, Studio, prepare_job
+from gdl_studio.core.manifest import specs_for_model
 from gdl_studio.core.results import (
+    ALSO_ACCEPTED,
     EXTENSIONS,
     Preview,
     Provenance,
@@ -258,13 +260,26 @@ class MainWindow(QMainWindow):
         self.model_combo.setCurrentIndex(max(idx, 0))
         self.model_combo.setVisible(self.model_combo.count() > 0)
         self.model_combo.blockSignals(False)
-        self.panel.set_specs(m.params if m else ())
+        self._apply_model_specs()
         self.panel.set_values(self.studio.settings.last_params(rec.id))
         if m:
             self.canvases.setCurrentWidget(self.canvas_for[m.kind])
         self._show_provider()
 
+    def _apply_model_specs(self) -> None:
+        """Rebuild the panel for the chosen model (its classes fill a `choices_from` choice)."""
+        m = self._plugin.manifest if self._plugin else None
+        if m is None:
+            self.panel.set_specs(())
+            return
+        model = m.model(self.model_combo.currentData()) if m.models else None
+        keep = self.panel.values() if self.panel.specs else {}
+        self.panel.set_specs(specs_for_model(m.params, model))
+        self.panel.set_values(keep)
+
     def _model_changed(self) -> None:
+        if self._plugin is not None and self.panel.specs:
+            self._apply_model_specs()
         if self._plugin is not None and self.model_combo.currentData():
             models = dict(self.studio.settings.get("last_model", {}))
             models[self._plugin.id] = self.model_combo.currentData()
@@ -378,6 +393,8 @@ class MainWindow(QMainWindow):
     def show_result(self, result: Result, prov: Provenance, path: Path | None) -> None:
         self.current = (result, prov, path)
         if result.kind == "image":
+            if "display_smooth" in prov.extra:  # a plugin's hint for its small images
+                self.image_canvas.set_smooth(bool(prov.extra["display_smooth"]))
             self.image_canvas.set_images(result.images, result.columns)
         elif result.kind == "text":
             self.text_canvas.set_text(result.text, result.probs)
@@ -399,15 +416,19 @@ class MainWindow(QMainWindow):
             return None
         result, prov, _ = self.current
         ext = EXTENSIONS[result.kind]
-        if result.kind == "image" and len(result.images) > 1 and index is None:
-            index = None  # File → Save saves the whole grid; the canvas menu saves one cell
+        # File → Save writes the whole grid (or, as .gif, the batch as an animation); the
+        # canvas's menu saves one cell.
         name = f"{prov.plugin}-{prov.seed if prov.seed is not None else 'result'}{ext}"
-        path_str, _ = QFileDialog.getSaveFileName(self, "Save result", name, f"*{ext}")
+        filters = f"*{ext}"
+        if result.kind == "image" and len(result.images) > 1 and index is None:
+            filters = "PNG grid (*.png);;Animated GIF (*.gif)"
+        path_str, chosen = QFileDialog.getSaveFileName(self, "Save result", name, filters)
         if not path_str:
             return None
         path = Path(path_str)
-        if path.suffix.lower() != ext:
-            path = path.with_suffix(ext)
+        allowed = (ext, *ALSO_ACCEPTED.get(result.kind, ()))
+        if path.suffix.lower() not in allowed:
+            path = path.with_suffix(".gif" if "gif" in chosen.lower() else ext)
         try:
             save_result(result, prov, path, index=index)
         except OSError as exc:

@@ -163,7 +163,7 @@ def test_run_text_and_midi(capsys, plugin_root: Path, tmp_path: Path) -> None:
         (["run", "tinygen", "--set", "batch", "--out", "{out}.png"], ["expected NAME=VALUE"]),
         (["run", "tinygen", "--set", "=3", "--out", "{out}.png"], ["expected NAME=VALUE"]),
         (["run", "tinygen", "--set", "colour=red", "--out", "{out}.png"], ["'colour'"]),
-        (["run", "tinygen", "--out", "{out}.jpg"], ["writes .png files"]),
+        (["run", "tinygen", "--out", "{out}.jpg"], ["writes .png or .gif files"]),
         (["run", "echo", "--out", "{out}.png"], ["writes .txt files"]),
         (["run", "tinygen", "--input", "{tmp}/missing.png", "--out", "{out}.png"], ["no such"]),
         (["run", "tinygen", "--input", "{tmp}/junk.png", "--out", "{out}.png"], ["junk.png"]),

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 import mido
+import numpy as np
 import pytest
-from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
+from PySide6.QtCore import QIODevice, QObject, QPoint, QPointF, Qt, Signal
 from PySide6.QtGui import QColor
 
 from gdl_studio.core.midi_notes import Note
-from gdl_studio.core.soundfont import HOW_TO_ADD_SOUNDFONT
-from gdl_studio.qt.audio import MidiPlayer
+from gdl_studio.core.midi_synth import render_midi
+from gdl_studio.core.soundfont import HOW_TO_ADD_SOUNDFONT, find_soundfonts
+from gdl_studio.qt import audio
+from gdl_studio.qt.audio import MidiPlayer, _PcmDevice
 from gdl_studio.qt.canvases.piano_roll import RULER_H, PianoRollCanvas
 
 
@@ -180,3 +190,135 @@ def test_real_player_without_a_soundfont_says_how_to_add_one(qtbot) -> None:
         player.play(_midi())
     assert blocker.args == [HOW_TO_ADD_SOUNDFONT]
     assert states == [False] and not player.is_playing()
+
+
+# -- MidiPlayer ---------------------------------------------------------------------------------
+def _sf2() -> Path | None:
+    fonts = [p for p in find_soundfonts() if p.stat().st_size > 100_000]
+    return fonts[0] if fonts else None
+
+
+def _audio_outputs() -> list:
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+    except ImportError:  # QtMultimedia needs libpulse on Linux
+        return []
+    return list(QMediaDevices.audioOutputs())
+
+
+def _quiet_output(monkeypatch, player: MidiPlayer, rate: int = 22050) -> list:
+    """Pretend an output exists and capture what would be sent to it."""
+    handed: list = []
+    monkeypatch.setattr(player, "_output_problem", lambda: None)
+    monkeypatch.setattr(player, "_output_rate", lambda: rate)
+    monkeypatch.setattr(player, "_start_output", lambda pcm, r: handed.append((pcm, r)))
+    return handed
+
+
+def test_pcm_device_plays_once_or_wraps_around_for_a_loop() -> None:
+    pcm = np.arange(8, dtype=np.float32).reshape(4, 2)  # 4 frames of 8 bytes
+    once = _PcmDevice(pcm, 16, False, None)
+    once.open(QIODevice.OpenModeFlag.ReadOnly)
+    assert np.frombuffer(once.read(1000).data(), np.float32).tolist() == [4, 5, 6, 7]
+    assert once.atEnd()
+    looped = _PcmDevice(pcm, 24, True, None)
+    looped.open(QIODevice.OpenModeFlag.ReadOnly)
+    data = np.frombuffer(looped.read(6 * 8).data(), np.float32)
+    assert data.tolist() == [6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1]  # frame 3, then 0, 1, 2, ...
+    assert not looped.atEnd()
+
+
+def test_player_renders_off_the_ui_thread_and_reuses_the_render(qtbot, monkeypatch) -> None:
+    sf2 = _sf2()
+    if sf2 is None:
+        pytest.skip("no General MIDI .sf2 installed (apt install timgm6mb-soundfont)")
+    player = MidiPlayer()
+    player.set_soundfont(sf2)
+    handed = _quiet_output(monkeypatch, player)
+    threads: list[int] = []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return render_midi(*args, **kwargs)
+
+    monkeypatch.setattr(audio, "render_midi", spy)
+    states: list[bool] = []
+    player.state_changed.connect(states.append)
+    player.play(_midi(), 1.0)
+    assert player.is_playing() and states == [True]  # "playing" while it renders
+    qtbot.waitUntil(lambda: bool(handed), timeout=10_000)
+    pcm, rate = handed[0]
+    assert rate == 22050 and pcm.dtype == np.float32 and pcm.shape[1] == 2
+    assert threads and threads[0] != threading.get_ident()
+    assert np.abs(pcm[int(1.1 * rate) : int(1.9 * rate)]).max() > 0.01  # C4 at 1-2 s
+    midi = _midi()
+    player.play(midi)
+    qtbot.waitUntil(lambda: len(handed) == 2, timeout=10_000)
+    player.play(midi, 0.5)  # same file again: no second render
+    assert len(handed) == 3 and len(threads) == 2
+    player.stop()
+    assert not player.is_playing() and states[-1] is False
+
+
+def test_player_reports_a_bad_soundfont(qtbot, monkeypatch, tmp_path: Path) -> None:
+    bad = tmp_path / "noise.sf2"
+    bad.write_bytes(os.urandom(4096))
+    player = MidiPlayer()
+    player.set_soundfont(bad)
+    handed = _quiet_output(monkeypatch, player)
+    with qtbot.waitSignal(player.error, timeout=10_000) as blocker:
+        player.play(_midi())
+    assert "noise.sf2" in blocker.args[0]
+    assert not player.is_playing() and handed == []
+
+
+def test_player_without_audio_output_says_so(qtbot, monkeypatch) -> None:
+    class NoOutput:
+        class QMediaDevices:
+            @staticmethod
+            def defaultAudioOutput():
+                return type("Device", (), {"isNull": lambda self: True})()
+
+    player = MidiPlayer()
+    player.set_soundfont(Path("/any.sf2"))
+    states: list[bool] = []
+    player.state_changed.connect(states.append)
+    monkeypatch.setattr(audio, "_multimedia", lambda: NoOutput)
+    with qtbot.waitSignal(player.error, timeout=1000) as blocker:
+        player.play(_midi())
+    assert blocker.args == [audio.NO_DEVICE] and states == [False]
+
+    def missing():
+        raise ImportError("libpulse.so.0: cannot open shared object file")
+
+    monkeypatch.setattr(audio, "_multimedia", missing)
+    with qtbot.waitSignal(player.error, timeout=1000) as blocker:
+        player.play(_midi())
+    assert "libpulse" in blocker.args[0] and not player.is_playing()
+
+
+@pytest.mark.skipif(not _audio_outputs(), reason="no audio output device on this machine")
+def test_real_sink_loops_and_plays_to_the_end(qtbot) -> None:
+    sf2 = _sf2()
+    if sf2 is None:
+        pytest.skip("no General MIDI .sf2 installed")
+    midi = mido.MidiFile(type=0, ticks_per_beat=480)
+    midi.tracks.append(mido.MidiTrack([
+        mido.Message("note_on", note=72, velocity=100, time=0),
+        mido.Message("note_off", note=72, time=240),  # 0.25 s
+    ]))  # fmt: skip
+    player = MidiPlayer()
+    player.set_soundfont(sf2)
+    seen: list[float] = []
+    player.position_changed.connect(seen.append)
+    errors: list[str] = []
+    player.error.connect(errors.append)
+    player.play(midi, loop=(0.0, 0.2))
+    # The playhead wraps from the loop's end back to its start.
+    qtbot.waitUntil(lambda: any(b < a - 0.1 for a, b in itertools.pairwise(seen)), timeout=15_000)
+    assert errors == [] and all(0.0 <= t <= 0.2 for t in seen)
+    player.stop()
+    seen.clear()
+    with qtbot.waitSignal(player.state_changed, timeout=15_000, check_params_cb=lambda s: not s):
+        player.play(midi)  # 0.25 s of notes + 1 s of release, then it stops by itself
+    assert errors == [] and seen and max(seen) == pytest.approx(1.25, abs=0.1)
