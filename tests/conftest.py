@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ def studio_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("GDL_STUDIO_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugin_modules():
+    """Each test imports its own fixture plugins, never a previous test's copies."""
+    from gdl_studio.core.discovery import USER_PACKAGE
+
+    def drop() -> None:
+        for name in [n for n in sys.modules if n.split(".")[0] == USER_PACKAGE]:
+            del sys.modules[name]
+
+    drop()
+    yield
+    drop()
 
 
 @pytest.fixture

@@ -99,6 +99,7 @@ def evaluate_images(
     }
     if requested is not None:
         out["class_agreement"] = float((sample_logits.argmax(1) == requested).mean())
+
     def unit(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32) / 255.0
 

@@ -14,25 +14,11 @@ from PIL import Image
 
 from gdl_studio.__main__ import CLI_COMMANDS, first_command
 from gdl_studio.cli import main, parse_sets
-from gdl_studio.core.discovery import USER_PACKAGE
 from gdl_studio.core.host import JobError
 from gdl_studio.core.results import read_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / ".venv" / "bin" / "gdl-studio"
-
-
-def _drop_user_plugin_modules() -> None:
-    for name in [n for n in sys.modules if n == USER_PACKAGE or n.startswith(USER_PACKAGE + ".")]:
-        del sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
-def fresh_plugin_modules():
-    """Each test imports its own fixture plugins, not a previous test's copies."""
-    _drop_user_plugin_modules()
-    yield
-    _drop_user_plugin_modules()
 
 
 def cli(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:

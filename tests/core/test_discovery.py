@@ -22,19 +22,6 @@ from tests.fixtures.plugins import (
 )
 
 
-def _drop_user_plugin_modules() -> None:
-    for name in [n for n in sys.modules if n == USER_PACKAGE or n.startswith(USER_PACKAGE + ".")]:
-        del sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
-def fresh_plugin_modules():
-    """Each test imports its own fixture plugins, not a previous test's copies."""
-    _drop_user_plugin_modules()
-    yield
-    _drop_user_plugin_modules()
-
-
 def states(studio: Studio) -> dict[str, str]:
     return {r.id: r.state for r in studio.registry}
 

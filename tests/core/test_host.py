@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 from PIL import Image
 
 from gdl_studio import __version__
-from gdl_studio.core.discovery import USER_PACKAGE
 from gdl_studio.core.host import (
     JobError,
     Studio,
@@ -25,19 +23,6 @@ from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.results import Preview, Result
 from gdl_studio.core.runtime import ModelIntegrityError
 from tests.fixtures.plugins import TEXT_MANIFEST, write_plugin
-
-
-def _drop_user_plugin_modules() -> None:
-    for name in [n for n in sys.modules if n == USER_PACKAGE or n.startswith(USER_PACKAGE + ".")]:
-        del sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
-def fresh_plugin_modules():
-    """Each test imports its own fixture plugins, not a previous test's copies."""
-    _drop_user_plugin_modules()
-    yield
-    _drop_user_plugin_modules()
 
 
 def pixels(result: Result) -> list[np.ndarray]:
