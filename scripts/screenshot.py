@@ -21,6 +21,7 @@ def main() -> int:
     ap.add_argument("--no-builtin", action="store_true")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--size", default="1280x800")
+    ap.add_argument("--no-run", action="store_true", help="select the plugin, do not generate")
     args = ap.parse_args()
 
     from PySide6.QtCore import QEventLoop, QTimer
@@ -45,7 +46,7 @@ def main() -> int:
         win.panel.set_values(dict(s.split("=", 1) for s in args.set))
         loop = QEventLoop()
         win.runner.running_changed.connect(lambda running: running or loop.quit())
-        if win.generate():
+        if not args.no_run and win.generate():
             QTimer.singleShot(60_000, loop.quit)
             loop.exec()
     # Let the window paint, then grab what the X server really shows (from inside the event

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from gdl_studio import __version__
+from gdl_studio.core.cells import CellAction, Quiz, cell_actions
 from gdl_studio.core.discovery import PluginRecord
 from gdl_studio.core.history import HistoryEntry
 from gdl_studio.core.host import IMAGE_SUFFIXES, MIDI_SUFFIXES, JobError, Studio, prepare_job
@@ -94,6 +95,10 @@ class MainWindow(QMainWindow):
         for canvas in (self.image_canvas, self.text_canvas, self.piano_roll):
             canvas.set_placeholder("Choose a plugin and press Ctrl+Enter to generate")
         self.image_canvas.save_requested.connect(lambda i: self.save_current(index=i))
+        self.image_canvas.extend_menu = self._add_cell_actions
+        self.image_canvas.cell_activated.connect(self._cell_activated)
+        self.image_canvas.quiz_changed.connect(self._quiz_changed)
+        self.cell_actions: list[CellAction] = []
         self.text_canvas.save_requested.connect(lambda: self.save_current())
         self.piano_roll.export_requested.connect(lambda: self.save_current())
         self.canvases = QStackedWidget()
@@ -101,7 +106,18 @@ class MainWindow(QMainWindow):
                            "midi": self.piano_roll}  # fmt: skip
         for canvas in self.canvas_for.values():
             self.canvases.addWidget(canvas)
-        self.setCentralWidget(self.canvases)
+        # A line above the canvas for results that ask something of the user (a guessing game).
+        self.canvas_hint = QLabel()
+        self.canvas_hint.setObjectName("canvas_hint")
+        self.canvas_hint.setWordWrap(True)
+        self.canvas_hint.hide()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.canvas_hint)
+        lay.addWidget(self.canvases, 1)
+        self.setCentralWidget(central)
 
     def _build_side_panel(self) -> None:
         side = QWidget()
@@ -392,15 +408,65 @@ class MainWindow(QMainWindow):
     # -- results ------------------------------------------------------------------------------
     def show_result(self, result: Result, prov: Provenance, path: Path | None) -> None:
         self.current = (result, prov, path)
+        self.canvas_hint.hide()
         if result.kind == "image":
             if "display_smooth" in prov.extra:  # a plugin's hint for its small images
                 self.image_canvas.set_smooth(bool(prov.extra["display_smooth"]))
             self.image_canvas.set_images(result.images, result.columns)
+            cells = len(result.images)
+            self.cell_actions = cell_actions(prov.extra, cells)
+            quiz = Quiz.from_extra(prov.extra, cells)
+            self.image_canvas.set_quiz(quiz)
+            self._quiz_changed()
         elif result.kind == "text":
             self.text_canvas.set_text(result.text, result.probs)
         else:
             self.piano_roll.set_midi(result.midi)
         self.canvases.setCurrentWidget(self.canvas_for[result.kind])
+
+    # -- what a plugin lets the user do with one cell ----------------------------------------
+    def _add_cell_actions(self, menu: Any, index: int) -> None:
+        if not self.cell_actions:
+            return
+        menu.addSeparator()
+        for i, action in enumerate(self.cell_actions):
+            item = menu.addAction(action.label + ("  (double-click)" if i == 0 else ""))
+            item.triggered.connect(lambda *_, a=action: self.apply_cell_action(a, index))
+
+    def _cell_activated(self, index: int) -> None:
+        if self.cell_actions:
+            self.apply_cell_action(self.cell_actions[0], index)
+
+    def apply_cell_action(self, action: CellAction, index: int) -> bool:
+        """Put the action's parameters for cell ``index`` into the panel (its seeds locked: the
+        user picked them) and run when the action says so."""
+        params = action.params_for(index)
+        if params is None or self.current is None:
+            return False
+        prov = self.current[1]
+        mine = self._plugin is not None and self._plugin.id == prov.plugin
+        if not mine and not self.select_plugin(prov.plugin):
+            return False
+        self.panel.set_values(params)
+        for name, editor in self.panel.editors.items():
+            if hasattr(editor, "lock") and name in params:
+                editor.lock.setChecked(True)
+        self.statusBar().showMessage(f"{action.label}: settings of image {index + 1}", 5000)
+        return self.generate() if action.run else True
+
+    def _quiz_changed(self) -> None:
+        quiz = self.image_canvas.quiz()
+        if quiz is None:
+            self.canvas_hint.hide()
+            return
+        if quiz.revealed:
+            self.canvas_hint.setText(f"<b>{quiz.summary()}</b>")
+        else:
+            self.canvas_hint.setText(
+                f"{quiz.prompt} — {len(quiz.marks)} marked. Click (or Space) to mark, "
+                "Enter to see the answer."
+            )
+        self.canvas_hint.show()
 
     def show_entry(self, entry: HistoryEntry) -> None:
         try:

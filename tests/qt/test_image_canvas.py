@@ -405,3 +405,31 @@ def test_shortcut_override_claims_canvas_keys(canvas: ImageCanvas) -> None:
     other.ignore()
     QApplication.sendEvent(canvas, other)
     assert not other.isAccepted()
+
+
+def test_quiz_marks_and_answer_are_painted(canvas: ImageCanvas) -> None:
+    from gdl_studio.core.cells import Quiz
+
+    grey = Image.new("L", (32, 32), 128)
+    canvas.set_images([grey] * 4, columns=2)
+    quiz = Quiz((True, False, True, False), marked_means="generated", unmarked_means="real")
+    canvas.set_quiz(quiz)
+
+    def colours_in(index: int) -> set[tuple[int, int, int]]:
+        shot = canvas.grab().toImage()
+        rect = canvas.cell_rect(index).toRect()
+        return {
+            QColor(shot.pixel(x, y)).getRgb()[:3]
+            for x in range(rect.left(), rect.right(), 2)
+            for y in range(rect.top(), rect.bottom(), 2)
+        }
+
+    plain = colours_in(0)
+    canvas.toggle_mark(0)
+    assert quiz.marks == {0} and (230, 140, 20) in colours_in(0) - plain  # the "?" badge
+    canvas.reveal_quiz()
+    assert (40, 170, 70) in colours_in(0)  # marked and generated: right, green
+    assert (215, 50, 50) in colours_in(2)  # generated but not marked: wrong, red
+    assert (40, 170, 70) in colours_in(1)  # real, not marked: right
+    canvas.toggle_mark(1)
+    assert quiz.marks == {0}  # frozen once the answer is shown

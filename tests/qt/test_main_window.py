@@ -208,3 +208,58 @@ def test_plugins_dialog_lists_errors_and_disables(qtbot, window: MainWindow) -> 
            for i in range(window.plugin_list.count())]  # fmt: skip
     assert "echo" not in ids and "tinygen" in ids
     assert "echo" in window.studio.settings.disabled_plugins()
+
+
+def _with_extra(window: MainWindow, **extra) -> None:
+    """Show the current result again as if its plugin had put ``extra`` in it."""
+    import dataclasses
+
+    result, prov, path = window.current
+    window.show_result(result, dataclasses.replace(prov, extra={**prov.extra, **extra}), path)
+
+
+def test_cell_actions_appear_in_the_menu_and_fill_the_panel(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_value("batch", 3)
+    generate(qtbot, window)
+    actions = [
+        {"label": "Remake alone", "run": True,
+         "params": [{"seed": 700 + i, "batch": 1} for i in range(3)]},
+        {"label": "Just set", "params": [{"seed": 800 + i} for i in range(3)]},
+    ]  # fmt: skip
+    _with_extra(window, cell_actions=actions)
+    window.image_canvas.set_selected_index(1)
+    labels = [a.text() for a in window.image_canvas.context_menu().actions()]
+    assert "Remake alone  (double-click)" in labels and "Just set" in labels
+    assert window.apply_cell_action(window.cell_actions[1], 2)
+    assert window.panel.value("seed") == 802 and window.panel.editors["seed"].lock.isChecked()
+    assert not window.runner.running  # "Just set" does not run
+    # Double-clicking a cell runs the first action with that cell's settings.
+    with qtbot.waitSignal(window.runner.running_changed, timeout=10_000,
+                          check_params_cb=lambda running: not running):  # fmt: skip
+        qtbot.mouseDClick(window.image_canvas, Qt.MouseButton.LeftButton,
+                          pos=window.image_canvas.cell_rect(0).center().toPoint())  # fmt: skip
+    assert window.current[1].seed == 700 and window.current[1].params["batch"] == 1
+
+
+def test_guessing_game_marks_cells_and_scores_the_answer(qtbot, window: MainWindow) -> None:
+    window.select_plugin("tinygen")
+    window.panel.set_value("batch", 4)
+    generate(qtbot, window)
+    quiz = {"prompt": "Which are fake?", "answer": [True, False, False, True],
+            "marked_means": "generated", "unmarked_means": "real"}  # fmt: skip
+    _with_extra(window, quiz=quiz)
+    canvas = window.image_canvas
+    assert window.canvas_hint.isVisible() and "Which are fake?" in window.canvas_hint.text()
+    for i in (0, 1):
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton,
+                         pos=canvas.cell_rect(i).center().toPoint())  # fmt: skip
+    assert canvas.quiz().marks == {0, 1} and "2 marked" in window.canvas_hint.text()
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Return)
+    assert canvas.quiz().revealed
+    assert "2/4 right" in window.canvas_hint.text()  # 0 right, 1 wrong, 2 right, 3 missed
+    assert "found 1 of 2 generated" in window.canvas_hint.text()
+    # A result without a game hides the line again.
+    generate(qtbot, window)
+    assert canvas.quiz() is None and not window.canvas_hint.isVisible()

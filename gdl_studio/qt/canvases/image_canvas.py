@@ -26,6 +26,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QMenu, QSizePolicy, QWidget
 
+from gdl_studio.core.cells import Quiz
+
 _MIN_ZOOM = 0.02
 _MAX_ZOOM = 128.0
 _ZOOM_STEP = 1.25  # per wheel notch or key press
@@ -117,6 +119,8 @@ class ImageCanvas(QWidget):
     selection_changed = Signal(int)  # new selected index, -1 when cleared
     save_requested = Signal(int)  # index to save; the host writes the file with provenance
     smooth_changed = Signal(bool)
+    cell_activated = Signal(int)  # a double-clicked cell
+    quiz_changed = Signal()  # a mark was toggled or the answer shown
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -134,6 +138,9 @@ class ImageCanvas(QWidget):
         self._last_pos = QPointF()
         self._drag_button = Qt.MouseButton.NoButton
         self._dragging = False
+        self._quiz: Quiz | None = None
+        # The host adds its own entries (e.g. a plugin's cell actions) to the context menu.
+        self.extend_menu: Callable[[QMenu, int], None] | None = None
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(64, 64)
@@ -152,6 +159,7 @@ class ImageCanvas(QWidget):
     def clear(self) -> None:
         """Remove the images; the next set_images/show_preview fits to view again."""
         self._images, self._pixmaps, self._grid, self._columns = [], [], None, None
+        self._quiz = None
         self._auto_fit = True
         self._set_selected(-1)
         self.update()
@@ -176,6 +184,26 @@ class ImageCanvas(QWidget):
         if 0 <= index < len(self._images):
             self._set_selected(index)
             self._ensure_visible(index)
+
+    # -- guessing game ----------------------------------------------------------------------
+    def set_quiz(self, quiz: Quiz | None) -> None:
+        """Clicks mark cells for ``quiz`` (None: plain selection again); Enter shows the answer."""
+        self._quiz = quiz
+        self.update()
+
+    def quiz(self) -> Quiz | None:
+        return self._quiz
+
+    def reveal_quiz(self) -> None:
+        if self._quiz is not None and not self._quiz.revealed:
+            self._quiz.reveal()
+            self.update()
+            self.quiz_changed.emit()
+
+    def toggle_mark(self, index: int) -> None:
+        if self._quiz is not None and self._quiz.toggle(index):
+            self.update()
+            self.quiz_changed.emit()
 
     def cell_rect(self, index: int) -> QRectF:
         """Where cell `index` is drawn, in widget coordinates (empty when out of range)."""
@@ -335,6 +363,14 @@ class ImageCanvas(QWidget):
         smooth.setCheckable(True)
         smooth.setChecked(self._smooth)
         smooth.toggled.connect(self.set_smooth)
+        if self._quiz is not None:
+            menu.addSeparator()
+            check = menu.addAction("Show the answer")
+            check.setShortcut(QKeySequence("Return"))
+            check.setEnabled(not self._quiz.revealed)
+            check.triggered.connect(self.reveal_quiz)
+        if self.extend_menu is not None and has_image:
+            self.extend_menu(menu, self._selected)
         for action in menu.actions():
             action.setShortcutVisibleInContextMenu(True)
         return menu
@@ -364,6 +400,11 @@ class ImageCanvas(QWidget):
             return self.actual_size
         if event.matches(QKeySequence.StandardKey.Copy):
             return self.copy_image
+        if self._quiz is not None and plain and key == Qt.Key.Key_Space and self._selected >= 0:
+            index = self._selected
+            return lambda: self.toggle_mark(index)
+        if self._quiz is not None and plain and key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            return self.reveal_quiz
         steps = {Qt.Key.Key_Left: -1, Qt.Key.Key_Right: 1}
         if self._grid is not None:
             steps |= {Qt.Key.Key_Up: -self._grid.columns, Qt.Key.Key_Down: self._grid.columns}
@@ -436,10 +477,19 @@ class ImageCanvas(QWidget):
             index = self._index_at(event.position())
             if index >= 0:
                 self._set_selected(index)
+                self.toggle_mark(index)
         self._press_pos = None
         self._dragging = False
         self.unsetCursor()
         event.accept()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        index = self._index_at(event.position())
+        if event.button() == Qt.MouseButton.LeftButton and index >= 0 and self._quiz is None:
+            self.cell_activated.emit(index)
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         if self._auto_fit:
@@ -478,3 +528,32 @@ class ImageCanvas(QWidget):
             painter.setBrush(Qt.BrushStyle.NoBrush)
             out = _FRAME / 2 + 1  # just outside the cell, so the frame never hides pixels
             painter.drawRect(self.cell_rect(self._selected).adjusted(-out, -out, out, out))
+        if self._quiz is not None:
+            self._paint_quiz(painter, self._quiz)
+
+    def _paint_quiz(self, painter: QPainter, quiz: Quiz) -> None:
+        """Marked cells get a badge; once revealed every cell says what it was, in green where
+        the user's call was right and red where it was wrong."""
+        font = painter.font()
+        font.setBold(True)
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        for i in range(min(len(quiz.answer), len(self._pixmaps))):
+            rect = self.cell_rect(i)
+            if quiz.revealed:
+                colour = QColor(40, 170, 70) if quiz.correct(i) else QColor(215, 50, 50)
+                text = quiz.marked_means if quiz.answer[i] else quiz.unmarked_means
+            elif i in quiz.marks:
+                colour, text = QColor(230, 140, 20), "?"
+            else:
+                continue
+            pen = QPen(colour, _FRAME)
+            pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+            painter.setPen(pen)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(rect.adjusted(1, 1, -1, -1))
+            badge = QRectF(rect.topLeft(), QSize(metrics.horizontalAdvance(text) + 8,
+                                                 metrics.height() + 2))  # fmt: skip
+            painter.fillRect(badge, colour)
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, text)
