@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `gdl-studio` alone opens the window through __main__; this module stays Qt-free.
         return fail("no command: run `gdl-studio` without arguments to open the window", 2)
     studio = Studio.create(safe_mode=args.no_plugins, extra_folders=args.plugin_dir)
+    for reason in studio.assets.refused.values():  # shipped files that failed SHA256SUMS
+        print(f"{PROG}: warning: {reason}", file=sys.stderr)
     try:
         if args.command == "plugins":
             return cmd_plugins(studio, args.json)
@@ -180,7 +182,12 @@ def cmd_run(studio: Studio, args: argparse.Namespace) -> int:
     outcome = run_job(job, state)
     if show:
         print(file=sys.stderr)
-    written = save_result(outcome.result, outcome.provenance, args.out)
+    try:
+        written = save_result(outcome.result, outcome.provenance, args.out)
+    except OSError as exc:  # e.g. a full disk: say which file, and that nothing was lost
+        raise JobError(
+            f"could not write {args.out}: {exc.strerror or exc}; any previous file is unchanged"
+        ) from None
     if not args.quiet:
         print(f"wrote {', '.join(str(p) for p in written)} "
               f"(seed {outcome.provenance.seed}, {outcome.provenance.provider})")  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -17,6 +17,40 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     and any previous ``path`` is left untouched; the error propagates to the caller.
     """
     path = Path(path)
+    tmp = _staged(path, write)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_files(files: Sequence[tuple[Path, bytes]]) -> list[Path]:
+    """Write several files that belong together (a result and its sidecar): all of them are
+    written and synced first, then renamed into place in order.  A full disk therefore leaves
+    every previous file as it was, not a new sidecar beside an old result."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            staged.append((_staged(Path(path), _writer(data)), Path(path)))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    return [path for _, path in staged]
+
+
+def _writer(data: bytes) -> Callable[[IO[bytes]], object]:
+    return lambda fh: fh.write(data)
+
+
+def _staged(path: Path, write: Callable[[IO[bytes]], object]) -> str:
+    """The name of a synced temporary file beside ``path`` holding what ``write`` wrote."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -24,12 +58,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
+    return tmp
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

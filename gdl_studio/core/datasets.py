@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gdl_studio.core.errors import StudioError
+from gdl_studio.core.imageio import IMAGE_FORMATS, open_checked
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
@@ -27,6 +28,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")  # fmt: skip
 FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)  # Debian: dataset-fashion-mnist
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
+DATASET_FORMATS = (*IMAGE_FORMATS, "PPM")  # PPM also reads .pgm
 
 
 class DatasetError(StudioError):
@@ -111,7 +113,8 @@ def fashion_mnist(split: str = "train", root: Path | None = None) -> ImageSet:
 def _decode(data: bytes, size: int | None, grey: bool) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(io.BytesIO(data)) as opened:
+    # A user's folder is as untrusted as a dropped file: the same formats and pixel limit.
+    with open_checked(io.BytesIO(data), DATASET_FORMATS) as opened:
         opened.load()
         im: Image.Image = ImageOps.exif_transpose(opened) or opened
         im = im.convert("L" if grey else "RGB")

@@ -86,7 +86,9 @@ class PluginRecord:
             _ensure_package(self)
             module = importlib.import_module(f"{self.package}.{module_name}")
             obj = getattr(module, attr)
-        except Exception as exc:  # any failure in third-party code must not take the host down
+        except (Exception, SystemExit) as exc:
+            # Any failure in third-party code must not take the host down; a module that calls
+            # sys.exit() while being imported is a failure too, not a reason to quit the studio.
             self.error = f"import failed: {type(exc).__name__}: {exc}"
             log.warning("plugin %s: %s", self.id, self.error)
             raise PluginLoadError(f"plugin {self.id!r}: {self.error}") from exc

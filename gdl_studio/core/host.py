@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gdl_studio import __version__
+from gdl_studio.core import discovery
 from gdl_studio.core.config import Paths, Settings
 from gdl_studio.core.discovery import PluginRecord, PluginRegistry, discover
 from gdl_studio.core.errors import StudioError
 from gdl_studio.core.history import History
 from gdl_studio.core.imageio import check_input
-from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.manifest import Manifest, ModelSpec, specs_for_model
 from gdl_studio.core.params import FILE_TYPES, ParamError, resolve_params
 from gdl_studio.core.results import Preview, Provenance, Result
@@ -27,13 +30,19 @@ from gdl_studio.core.runtime import (
     ModelSignatureError,
     SessionFactory,
 )
+from gdl_studio.core.supply import AssetCheck, check_assets
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MIDI_SUFFIXES = {".mid", ".midi"}
+log = logging.getLogger(__name__)
 
 
 class JobError(StudioError):
     """A job that cannot start or did not produce a result; the message is for the user."""
+
+
+class PluginRunError(JobError):
+    """A plugin's own code raised while running; the original exception is the cause."""
 
 
 @dataclass
@@ -46,6 +55,7 @@ class Studio:
     factory: SessionFactory
     history: History
     sources: dict[str, Any] = field(default_factory=dict)  # how the registry was discovered
+    assets: AssetCheck = field(default_factory=AssetCheck)  # shipped files vs SHA256SUMS
 
     @classmethod
     def create(
@@ -67,6 +77,11 @@ class Studio:
         }
         studio = cls(paths, Settings(paths.settings_file), PluginRegistry(),
                      factory or SessionFactory(), History(paths.history), sources)  # fmt: skip
+        if include_builtin and not safe_mode:
+            # The shipped files are checked once, before any plugin can read one of them.
+            studio.assets = check_assets(discovery.assets_folder())
+            for path, reason in studio.assets.refused.items():
+                studio.factory.refuse(path, reason)
         studio.rediscover()
         return studio
 
@@ -83,6 +98,22 @@ class Studio:
             include_entry_points=src.get("include_entry_points", True),
             extra_folders=src.get("extra_folders", ()),
         )
+        for rec in self.registry:
+            refused = _refused_asset(rec, self.assets)
+            if refused and rec.error is None:
+                rec.error = refused
+
+
+def _refused_asset(rec: PluginRecord, check: AssetCheck) -> str | None:
+    """The reason a plugin is unusable when a refused file lies in its assets folder (its
+    code may read any file there, not only the models the factory checks)."""
+    if rec.assets_dir is None or not check.refused:
+        return None
+    folder = rec.assets_dir.resolve()
+    for path, reason in check.refused.items():
+        if path.is_relative_to(folder):
+            return reason
+    return None
 
 
 @dataclass
@@ -231,17 +262,18 @@ def run_job(job: Job, state: TaskState | None = None) -> JobOutcome:
     ctx = job.context
     run = ctx.record.load("run")
     state.progress(0.0, "starting")
-    output = run(dict(job.params), ctx, state)
     result: Result | None = None
-    if inspect.isgenerator(output):
-        for item in output:
-            if isinstance(item, Result):
-                result = item
-            elif isinstance(item, Preview):
-                state.preview(item)
-            state.check()
-    elif isinstance(output, Result):
-        result = output
+    with plugin_code(ctx.record, "run"):
+        output = run(dict(job.params), ctx, state)
+        if inspect.isgenerator(output):
+            for item in output:
+                if isinstance(item, Result):
+                    result = item
+                elif isinstance(item, Preview):
+                    state.preview(item)
+                state.check()
+        elif isinstance(output, Result):
+            result = output
     if result is None:
         raise JobError(f"plugin {ctx.record.id!r} finished without a result")
     if result.kind != ctx.manifest.kind:
@@ -250,6 +282,20 @@ def run_job(job: Job, state: TaskState | None = None) -> JobOutcome:
         )
     state.progress(1.0, "done")
     return JobOutcome(result, provenance_for(job, result), list(state.notices))
+
+
+@contextmanager
+def plugin_code(record: PluginRecord, command: str) -> Iterator[None]:
+    """Run a plugin's own code: whatever it raises (even ``sys.exit()``) becomes one
+    :class:`PluginRunError` naming the plugin, so the CLI prints one line and the window one
+    message.  Cancelling and the host's own errors pass through unchanged."""
+    try:
+        yield
+    except (Cancelled, StudioError):
+        raise
+    except (Exception, SystemExit) as exc:
+        log.info("plugin %s %s failed", record.id, command, exc_info=True)  # for its author
+        raise PluginRunError(f"plugin {record.id!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def provenance_for(job: Job, result: Result) -> Provenance:
@@ -291,7 +337,8 @@ def call_command(
     if not ctx.record.has(command):
         raise JobError(f"plugin {plugin_id!r} has no {command} command")
     fn = ctx.record.load(command)
-    out = fn(ctx, **kwargs)
+    with plugin_code(ctx.record, command):
+        out = fn(ctx, **kwargs)
     if not isinstance(out, dict):
         raise JobError(f"plugin {plugin_id!r} {command} did not return a dict")
     out.setdefault("plugin", plugin_id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
+import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gdl_studio.core.errors import StudioError
+from gdl_studio.core.midi_check import check_midi_bytes
 
-# Pillow's own default is ~89 Mpx with a warning and 2x that as an error; we make the warning an
-# error too, so a "decompression bomb" never reaches a plugin.
+# Pillow's own default is ~89 Mpx with a warning and 2x that as an error; we refuse from 64 Mpx,
+# so a "decompression bomb" never reaches a plugin.
 MAX_IMAGE_PIXELS = 64_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_MIDI_BYTES = 16 * 1024 * 1024
@@ -25,39 +27,51 @@ def open_image(path: Path, mode: str = "RGB") -> Any:
     Only the formats in :data:`IMAGE_FORMATS` are opened; 16-bit, palette, CMYK and alpha images
     are converted (alpha is composited on white for RGB).  Animated files give their first frame.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path.name}: the file is empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with open_checked(path) as im:
         try:
-            with Image.open(path, formats=IMAGE_FORMATS) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise InputError(
-                        f"{path.name}: {w}x{h} is larger than the "
-                        f"{MAX_IMAGE_PIXELS // 10**6} Mpx limit"
-                    )
-                im.seek(0)
-                im.load()
-                img = ImageOps.exif_transpose(im) or im
-                return _convert(img, mode)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise InputError(f"{path.name}: image too large ({exc})") from None
-        except UnidentifiedImageError:
-            raise InputError(f"{path.name}: not an image in a supported format") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
+            im.seek(0)
+            im.load()
+            img = ImageOps.exif_transpose(im) or im
+            return _convert(img, mode)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(f"{path.name}: unreadable image ({exc})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+
+
+def open_checked(source: Path | IO[bytes], formats: Sequence[str] = IMAGE_FORMATS) -> Any:
+    """``Image.open`` for files from outside: only ``formats`` are tried (Pillow otherwise tries
+    every decoder it has, each one more parser facing hostile bytes), and an image of more than
+    :data:`MAX_IMAGE_PIXELS` is refused from its header, before any pixel is decoded.
+
+    The lazily opened image is returned (use it in a ``with``); every failure is an
+    :class:`InputError`.  Pillow's global limit is left alone: changing it per call would race
+    with a job decoding in another thread, so the size is checked here instead.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = Path(source).name if isinstance(source, (str, Path)) else "image"
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise InputError(f"{source}: no such file")
+        if Path(source).stat().st_size == 0:
+            raise InputError(f"{name}: the file is empty")
+    try:
+        im = Image.open(source, formats=list(formats))
+    except Image.DecompressionBombError as exc:  # not an OSError: it must be caught by name
+        raise InputError(f"{name}: image too large ({exc})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image in a supported format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name}: unreadable image ({exc})") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise InputError(
+            f"{name}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS // 10**6} Mpx limit"
+        )
+    return im
 
 
 def _convert(img: Any, mode: str) -> Any:
@@ -79,8 +93,13 @@ def _convert(img: Any, mode: str) -> Any:
     return img.convert(mode) if img.mode != mode else img.copy()
 
 
-def open_midi(path: Path) -> Any:
-    """Parse a MIDI file with mido, refusing oversized or malformed files with a clear message."""
+def read_midi(path: Path) -> Any:
+    """Parse a MIDI file with mido after checks that bound the work: its size, then a walk
+    over its structure (:mod:`gdl_studio.core.midi_check`); data bytes above 127 are clipped.
+
+    Used for every MIDI file the studio reads (inputs, dropped files, history), so a hostile
+    file costs at most a fraction of a second and a bounded amount of memory.
+    """
     import mido
 
     path = Path(path)
@@ -91,12 +110,21 @@ def open_midi(path: Path) -> Any:
         raise InputError(f"{path.name}: the file is empty")
     if size > MAX_MIDI_BYTES:
         raise InputError(f"{path.name}: {size // 2**20} MB is too large for a MIDI file")
+    data = path.read_bytes()
     try:
-        midi = mido.MidiFile(path, clip=True)
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
+        check_midi_bytes(data)
+        # From memory, not the path: mido reads a header's claimed length with one read(), and
+        # a buffered file would first allocate all the gigabytes a forged header claims.
+        return mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise InputError(f"{path.name}: not a readable MIDI file ({exc})") from None
+
+
+def open_midi(path: Path) -> Any:
+    """A MIDI file given to a plugin: :func:`read_midi`, refusing files without notes."""
+    midi = read_midi(path)
     if not any(m.type == "note_on" and m.velocity > 0 for t in midi.tracks for m in t):
-        raise InputError(f"{path.name}: the MIDI file has no notes")
+        raise InputError(f"{Path(path).name}: the MIDI file has no notes")
     return midi
 
 

@@ -183,7 +183,7 @@ def _model(raw: Any, i: int) -> ModelSpec:
         id=_req(graphs_raw, "id", str, where),
         name=_opt(graphs_raw, "name", str, where, "") or _req(graphs_raw, "id", str, where),
         graphs=graphs,
-        card=_opt(graphs_raw, "card", str, where, ""),
+        card=_relative_path(_opt(graphs_raw, "card", str, where, ""), f"{where}card"),
         default=_opt(graphs_raw, "default", bool, where, False),
         description=_opt(graphs_raw, "description", str, where, ""),
         extras=_opt(graphs_raw, "extras", dict, where, {}),
@@ -195,13 +195,27 @@ def _graph(name: str, raw: dict[str, Any], where: str) -> GraphSpec:
     sha = _req(raw, "sha256", str, where).lower()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ManifestError(f"{where}sha256 must be 64 hex digits")
+    file = _relative_path(_req(raw, "file", str, where), f"{where}file")
+    if not file.lower().endswith(".onnx"):
+        # .pt/.pth/.ckpt checkpoints are pickles, which run code when loaded: the app only
+        # ever loads ONNX graphs (training code converts; see plugins/<name>/train/).
+        raise ManifestError(f"{where}file {file!r}: only .onnx models are loaded")
     return GraphSpec(
         name=name,
-        file=_req(raw, "file", str, where),
+        file=file,
         sha256=sha,
         inputs=_signature(_opt(raw, "inputs", dict, where, {}), where + "inputs"),
         outputs=_signature(_opt(raw, "outputs", dict, where, {}), where + "outputs"),
     )
+
+
+def _relative_path(value: str, where: str) -> str:
+    """A model or card path: relative, and never climbing out of the plugin/assets folder (the
+    sha256 check would still apply, but a manifest has no business pointing elsewhere)."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+        raise ManifestError(f"{where} {value!r} must be a path inside the plugin's folder")
+    return value
 
 
 def _signature(raw: dict[str, Any], where: str) -> dict[str, tuple[int | str, ...]]:

@@ -7,6 +7,7 @@ pairs), so that pairing and the tick-to-seconds map over tempo changes are writt
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -158,17 +159,27 @@ def notes_from_midi(
 
 
 def notes_to_midi(notes: Iterable[Note], ticks_per_beat: int = 480) -> mido.MidiFile:
-    """A type 0 MIDI file at 120 bpm that plays ``notes`` (for previews and playback)."""
+    """A type 0 MIDI file at 120 bpm that plays ``notes`` (for previews and playback).
+
+    Notes come from decoders fed by a network, so every value is clipped into what a MIDI
+    file can hold (times into 0..MAX_SECONDS, pitch/velocity/program into 0..127, channel into
+    0..15); a note with a time that is not a finite number is dropped.  Whatever the tokens,
+    the file can be saved and read back.
+    """
     tempo = TempoMap(ticks_per_beat)
     # (tick, order, message): at one tick, note_offs go before program changes and note_ons,
     # so a note repeated back to back is released before it is struck again.
     events: list[tuple[int, int, mido.Message]] = []
     for n in notes:
-        on = round(tempo.tick(n.start))
-        off = max(on, round(tempo.tick(n.end)))
-        ch, pitch = n.channel & 15, min(max(n.pitch, 0), 127)
-        events.append((on, 1, mido.Message("program_change", channel=ch, program=n.program)))
-        vel = min(max(n.velocity, 1), 127)
+        if not (math.isfinite(n.start) and math.isfinite(n.end)):
+            continue
+        start = min(max(float(n.start), 0.0), MAX_SECONDS)
+        on = round(tempo.tick(start))
+        off = max(on, round(tempo.tick(min(max(float(n.end), start), MAX_SECONDS))))
+        ch, pitch = int(n.channel) & 15, _data_byte(n.pitch)
+        program = _data_byte(n.program)
+        events.append((on, 1, mido.Message("program_change", channel=ch, program=program)))
+        vel = max(_data_byte(n.velocity), 1)
         events.append((on, 2, mido.Message("note_on", channel=ch, note=pitch, velocity=vel)))
         events.append((off, 0, mido.Message("note_off", channel=ch, note=pitch)))
     events.sort(key=lambda e: (e[0], e[1]))
@@ -186,6 +197,10 @@ def notes_to_midi(notes: Iterable[Note], ticks_per_beat: int = 480) -> mido.Midi
     midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
     midi.tracks.append(track)
     return midi
+
+
+def _data_byte(value: int) -> int:
+    return min(max(int(value), 0), 127)
 
 
 def grid_lines(midi: mido.MidiFile | None, until: float) -> list[tuple[float, bool]]:

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gdl_studio.core.atomic import atomic_write, atomic_write_text
+from gdl_studio.core.atomic import atomic_write, atomic_write_files
+from gdl_studio.core.imageio import MAX_IMAGE_PIXELS, InputError, open_checked, read_midi
 
 PROVENANCE_KEY = "gdl_studio"
 SCHEMA = 1
@@ -23,6 +24,7 @@ EXTENSIONS = {"image": ".png", "text": ".txt", "midi": ".mid"}  # what history a
 # Also accepted by save_result: a batch of images as an animated GIF (e.g. a latent walk).
 ALSO_ACCEPTED = {"image": (".gif",)}
 GIF_FRAME_MS = 120
+MAX_TEXT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -172,9 +174,9 @@ def save_result(
         midi = _midi_with_provenance(result.midi, prov)
         return [atomic_write(path, lambda fh: _write_midi(midi, fh))]
     sidecar = path.with_name(path.name + ".json")
-    # The sidecar is written first: a text file never exists without its provenance.
-    atomic_write_text(sidecar, prov.to_json())
-    atomic_write_text(path, result.text)
+    # The sidecar is renamed into place first: a text file never exists without its
+    # provenance; both are written before either is renamed, so a full disk changes neither.
+    atomic_write_files([(sidecar, prov.to_json().encode()), (path, result.text.encode())])
     return [path, sidecar]
 
 
@@ -226,30 +228,28 @@ def _write_midi(midi: Any, fh: IO[bytes]) -> None:
 
 
 def read_provenance(path: Path) -> Provenance:
-    """Read the provenance stored in (or beside) a GDL Studio output; ``ValueError`` if none."""
+    """Read the provenance stored in (or beside) a GDL Studio output; ``ValueError`` if none.
+
+    The file may come from anywhere (a drop, the history folder), so it is opened with the
+    same limits as a plugin's input: one expected format, the pixel limit, the MIDI checks.
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if ext == ".gif":
-        from PIL import Image
-
-        with Image.open(path) as im:
+        with open_checked(path, ("GIF",)) as im:
             comment = im.info.get("comment", b"")
         text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
         if not text.startswith(PROVENANCE_KEY + ":"):
             raise ValueError(f"{path.name} was not made by GDL Studio (no provenance comment)")
         return Provenance.from_json(text[len(PROVENANCE_KEY) + 1 :])
     if ext == ".png":
-        from PIL import Image
-
-        with Image.open(path) as im:
+        with open_checked(path, ("PNG",)) as im:
             chunk = im.info.get(PROVENANCE_KEY)
         if not chunk:
             raise ValueError(f"{path.name} was not made by GDL Studio (no provenance chunk)")
         return Provenance.from_json(str(chunk))
     if ext in (".mid", ".midi"):
-        import mido
-
-        midi = mido.MidiFile(path)
+        midi = read_midi(path)
         for track in midi.tracks:
             for msg in track:
                 if msg.is_meta and msg.type == "text" and msg.text.startswith(PROVENANCE_KEY + ":"):
@@ -257,30 +257,55 @@ def read_provenance(path: Path) -> Provenance:
         raise ValueError(f"{path.name} was not made by GDL Studio (no provenance text event)")
     sidecar = path.with_name(path.name + ".json")
     if ext == ".txt" and sidecar.is_file():
-        return Provenance.from_json(sidecar.read_text(encoding="utf-8"))
+        return Provenance.from_json(_read_text(sidecar))
     if ext == ".json":
-        return Provenance.from_json(path.read_text(encoding="utf-8"))
+        return Provenance.from_json(_read_text(path))
     raise ValueError(f"{path.name} has no GDL Studio provenance")
 
 
 def load_result(path: Path) -> Result:
-    """Read a saved output back as a Result (for the gallery and for continuing work)."""
+    """Read a saved output back as a Result (for the gallery and for continuing work).
+
+    Errors are ``OSError`` or ``ValueError`` (an :class:`InputError` for a file over a limit).
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if ext == ".gif":
         from PIL import Image, ImageSequence
 
-        with Image.open(path) as im:
-            frames = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+        frames: list[Image.Image] = []
+        with open_checked(path, ("GIF",)) as im:
+            w, h = im.size
+            try:
+                for frame in ImageSequence.Iterator(im):
+                    # The pixel limit holds for the whole animation: a small GIF can declare
+                    # thousands of frames, each of which becomes a full RGB image here.
+                    if (len(frames) + 1) * w * h > MAX_IMAGE_PIXELS:
+                        raise InputError(
+                            f"{path.name}: more than {MAX_IMAGE_PIXELS // 10**6} Mpx of frames"
+                        )
+                    frames.append(frame.convert("RGB"))
+            except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise InputError(f"{path.name}: unreadable image ({exc})") from None
         return Result.image(frames, columns=len(frames))
     if ext == ".png":
         from PIL import Image
 
-        with Image.open(path) as im:
-            im.load()
+        with open_checked(path, ("PNG",)) as im:
+            try:
+                im.load()
+            except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise InputError(f"{path.name}: unreadable image ({exc})") from None
             return Result.image([im.copy()])
     if ext in (".mid", ".midi"):
-        import mido
+        return Result.of_midi(read_midi(path))
+    return Result.of_text(_read_text(path))
 
-        return Result.of_midi(mido.MidiFile(path))
-    return Result.of_text(path.read_text(encoding="utf-8"))
+
+def _read_text(path: Path) -> str:
+    # Text results and sidecars are small; a huge file dropped on the window is refused
+    # instead of being read whole into memory.
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise InputError(f"{path.name}: {size // 2**20} MB is too large for a text result")
+    return path.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from typing import Any
 from gdl_studio.core.errors import StudioError
 from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.manifest import GraphSpec
+from gdl_studio.core.onnx_check import check_external_data
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,21 @@ def check_signature(session: Any, graph: GraphSpec, path: Path) -> None:
                 )
 
 
+def _without_missing_cuda(available: list[str]) -> list[str]:
+    """Drop CUDA when its provider library is not beside ONNX Runtime.
+
+    The GPU build lists CUDA as compiled in even where the installer's CPU bundle left out the
+    280 MB ``libonnxruntime_providers_cuda`` (installer/README.md); asking for it there would
+    fail and blame missing CUDA libraries, while the truth is that this build has no GPU provider.
+    """
+    if CUDA not in available:
+        return available
+    capi = Path(ort().__file__).parent / "capi"
+    if any(capi.glob("*onnxruntime_providers_cuda.*")):
+        return available
+    return [p for p in available if p != CUDA]
+
+
 class SessionFactory:
     """Creates sessions lazily, once per model file, after checking the file's sha256."""
 
@@ -238,11 +254,12 @@ class SessionFactory:
         self._available = available
         self._sessions: dict[Path, ModelSession] = {}
         self._verified: dict[Path, tuple[float, int, str]] = {}
+        self._refused: dict[Path, str] = {}
         self._lock = threading.Lock()
 
     def providers_available(self) -> list[str]:
         if self._available is None:
-            self._available = list(ort().get_available_providers())
+            self._available = _without_missing_cuda(list(ort().get_available_providers()))
         return list(self._available)
 
     def choice(self) -> ProviderChoice:
@@ -261,18 +278,36 @@ class SessionFactory:
             )
         self._verified[path] = (st.st_mtime, st.st_size, sha256)
 
+    def refuse(self, path: Path, reason: str) -> None:
+        """Never load ``path`` (e.g. a shipped file whose bytes differ from assets/SHA256SUMS)."""
+        path = Path(path).resolve()
+        with self._lock:
+            self._refused[path] = reason
+            self._sessions.pop(path, None)
+
+    def refusal(self, path: Path) -> str | None:
+        """Why ``path`` is refused, or None."""
+        return self._refused.get(Path(path).resolve())
+
     def session(self, path: Path, graph: GraphSpec | None = None) -> ModelSession:
         """The cached session for ``path``, created (after the hash check) on first use."""
         path = Path(path).resolve()
         with self._lock:
             if path in self._sessions:
                 return self._sessions[path]
+            if path in self._refused:
+                raise ModelIntegrityError(self._refused[path])
             if not path.is_file():
                 raise ModelLoadError(f"model file not found: {path}")
             if path.suffix.lower() != ".onnx":
+                # A .pt/.pth checkpoint is a pickle, which runs code when loaded: never opened.
                 raise ModelLoadError(f"{path.name}: only .onnx models are loaded")
             if graph is not None:
                 self.verify(path, graph.sha256)
+            try:
+                check_external_data(path)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load {path.name}: {exc}") from None
             sess = ModelSession(path, graph, self.choice(), self._make)
             self._sessions[path] = sess
             return sess

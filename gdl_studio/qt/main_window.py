@@ -85,6 +85,8 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(150, self._show_planned_provider)
         if studio.settings.load_error:
             self.notify(studio.settings.load_error)
+        for reason in studio.assets.refused.values():  # shipped files that failed SHA256SUMS
+            self.notify(reason, error=True)
 
     # -- construction -------------------------------------------------------------------------
     def _build_canvases(self) -> None:
@@ -497,7 +499,7 @@ class MainWindow(QMainWindow):
             path = path.with_suffix(".gif" if "gif" in chosen.lower() else ext)
         try:
             save_result(result, prov, path, index=index)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # a full disk, or values a format cannot hold
             self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
             return None
         self.statusBar().showMessage(f"Saved {path}", 5000)

@@ -12,6 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from gdl_studio.core.errors import StudioError
 from gdl_studio.core.history import History, HistoryEntry
 from gdl_studio.core.host import Job, JobOutcome, run_job
 from gdl_studio.core.jobs import Cancelled, TaskState
@@ -84,15 +85,21 @@ class JobRunner(QObject):
         except Cancelled:
             self._done(generation, self.cancelled)
             return
-        except Exception as exc:  # a plugin may raise anything: report it, keep the app alive
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        except (Exception, SystemExit) as exc:  # report anything, keep the app alive
+            if isinstance(exc, StudioError):  # its message is already written for the user
+                detail = str(exc)
+            else:
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._done(generation, self.failed, f"{job.context.record.name}: {detail}")
             return
         entry, save_error = None, None
         try:
             # Saved before it is shown: a crash after this point loses nothing.
             entry = self._history.add(outcome.result, outcome.provenance)
-        except OSError as exc:
+        except Exception as exc:
+            # A full disk (OSError), but also a result the file format cannot hold (mido and
+            # Pillow raise ValueError): either way the window must hear that the job ended, or
+            # it would wait for it for ever.
             save_error = f"The result could not be saved to the history: {exc}"
         self._done(generation, self.finished, Finished(outcome, entry, save_error))
 
