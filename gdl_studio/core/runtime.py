@@ -38,6 +38,8 @@ _OOM_MARKERS = (
     "bfcarena",
 )
 
+OOM_REASON = "CPU: the GPU ran out of memory"
+
 
 class ModelIntegrityError(StudioError):
     """A model file whose hash differs from its manifest: refused before it is loaded."""
@@ -137,7 +139,17 @@ class ModelSession:
         self._make = make
         self._lock = threading.Lock()
         self.choice = choice
-        self._session = self._create(choice.requested)
+        self._notice: str | None = None  # for the first job that runs this session
+        try:
+            self._session = self._create(choice.requested)
+        except ModelLoadError as exc:
+            # Too big for the GPU's free memory already while loading: load it on the CPU.
+            if not (any(p in GPU_PROVIDERS for p in choice.requested) and is_oom_error(exc)):
+                raise
+            log.warning("GPU out of memory loading %s: %s; loading on CPU", self.path.name, exc)
+            self.choice = ProviderChoice((CPU,), OOM_REASON)
+            self._session = self._create((CPU,))
+            self._notice = f"The GPU ran out of memory; {self.path.name} runs on the CPU."
         if graph is not None:
             check_signature(self._session, graph, self.path)
 
@@ -178,6 +190,10 @@ class ModelSession:
         """Run the graph; ``state.cancel()`` terminates the call and raises :class:`Cancelled`."""
         if state is not None:
             state.check()
+            with self._lock:
+                notice, self._notice = self._notice, None
+            if notice:
+                state.notice(notice)
         opts = ort().RunOptions()
         if state is not None:
             state.register_run(opts)
@@ -200,7 +216,7 @@ class ModelSession:
             if not self.on_gpu:
                 return
             log.warning("GPU out of memory in %s: %s; rebuilding on CPU", self.path.name, exc)
-            self.choice = ProviderChoice((CPU,), "CPU: the GPU ran out of memory")
+            self.choice = ProviderChoice((CPU,), OOM_REASON)
             self._session = self._create((CPU,))
         if state is not None:
             state.notice(f"The GPU ran out of memory; {self.path.name} now runs on the CPU.")
