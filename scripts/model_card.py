@@ -9,7 +9,8 @@ training command, metrics, speed, sha256. Numbers in cards are therefore never t
 The plugin's README gets the same metrics table between ``<!-- card:MODEL -->`` and
 ``<!-- /card:MODEL -->`` markers, where it has them.
 A card with no plugin model (e.g. an evaluation classifier) is rendered with --no-eval by
-giving its card.json path as MODEL.
+giving its card.json path as MODEL.  A model of several graphs (e.g. the VAE's encoder and
+decoder) lists them under ``files`` ({file name: sha256}) in its card; each is checked.
 """
 
 from __future__ import annotations
@@ -65,7 +66,16 @@ def table(values: dict[str, Any]) -> list[str]:
     return rows
 
 
-def render(card: dict[str, Any], model_file: Path | None) -> str:
+def model_files(card: dict[str, Any], folder: Path) -> dict[Path, str | None]:
+    """The card's model files with the sha256 the card gives each: ``files`` for a model of
+    several graphs, else the one ``model.onnx`` (None: a card that names no hash)."""
+    files = card.get("files")
+    if isinstance(files, dict) and files:
+        return {folder / name: str(sha) for name, sha in files.items()}
+    return {folder / "model.onnx": card.get("sha256")}
+
+
+def render(card: dict[str, Any], model_file: Path | list[Path] | None) -> str:
     data = card.get("data", {})
     training = card.get("training", {})
     lines = [f"# Model card: {card.get('model', '?')}", ""]
@@ -98,9 +108,12 @@ def render(card: dict[str, Any], model_file: Path | None) -> str:
                       f" ({card.get(key + '_date', '?')}):", "", *table(block), ""]  # fmt: skip
     if "test_accuracy" in card:
         lines += [f"Test accuracy: {card['test_accuracy']:.4f}", ""]
-    lines += ["## File", ""]
-    if model_file is not None:
-        lines.append(f"- `{model_file.name}`: {model_file.stat().st_size / 1e6:.2f} MB")
+    shown = [model_file] if isinstance(model_file, Path) else list(model_file or [])
+    lines += ["## Files" if len(shown) > 1 else "## File", ""]
+    hashes = card.get("files") or {}
+    for path in shown:
+        sha = f", sha256 `{hashes[path.name]}`" if path.name in hashes else ""
+        lines.append(f"- `{path.name}`: {path.stat().st_size / 1e6:.2f} MB{sha}")
     lines += [f"- sha256: `{card.get('sha256', '?')}`", ""]
     return "\n".join(lines)
 
@@ -131,11 +144,15 @@ def main() -> int:
     args = ap.parse_args()
     path = card_path(args.plugin, args.model)
     card = json.loads(path.read_text())
-    model_file = path.with_name("model.onnx")
-    if model_file.is_file():
-        sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
-        if card.get("sha256") != sha:
-            raise SystemExit(f"{path}: sha256 differs from {model_file.name}; re-export the card")
+    present = []
+    for model_file, want in model_files(card, path.parent).items():
+        if model_file.is_file():
+            sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
+            if want != sha:
+                raise SystemExit(
+                    f"{path}: sha256 differs from {model_file.name}; re-export the card"
+                )
+            present.append(model_file)
     today = dt.date.today().isoformat()
     runs = [] if args.no_eval else ["eval"]
     runs += ["bench"] if args.bench else []
@@ -148,11 +165,19 @@ def main() -> int:
         card[key + "_date"] = today
     path.write_text(json.dumps(card, indent=2) + "\n")
     md = path.with_name("card.md")
-    md.write_text(render(card, model_file if model_file.is_file() else None))
+    md.write_text(render(card, present))
     print(f"wrote {path} and {md}")
     readme = ROOT / "plugins" / args.plugin / "README.md"
     if readme.is_file() and update_readme(readme, str(card.get("model", args.model)), card):
         print(f"updated {readme}")
+    # The card changed, so its line in assets/SHA256SUMS did too: without this the studio would
+    # refuse the plugin at the next start (gdl_studio/core/supply.py).
+    from gdl_studio.core.atomic import atomic_write_text
+    from gdl_studio.core.supply import SUMS_NAME, compute_sums, format_sums
+
+    assets = ROOT / "assets"
+    atomic_write_text(assets / SUMS_NAME, format_sums(compute_sums(assets)))
+    print(f"updated {assets / SUMS_NAME}")
     return 0
 
 
