@@ -29,6 +29,10 @@ class GraphSpec:
     sha256: str
     inputs: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
     outputs: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
+    # ONNX Runtime intra-op threads for this graph (0: its default, one per core). A small
+    # graph called once per token (an LSTM step) is faster on one thread: splitting each tiny
+    # op across cores costs more than it saves, and stalls whenever another core is busy.
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ _TOP_KEYS = {
     "inputs", "outputs", "icon",
 }  # fmt: skip
 _MODEL_KEYS = {"id", "name", "card", "default", "description", "graphs", "extras"}
-_GRAPH_KEYS = {"file", "sha256", "inputs", "outputs"}
+_GRAPH_KEYS = {"file", "sha256", "inputs", "outputs", "threads"}
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
     "multiline", "choices_from", "extras",
@@ -206,7 +210,14 @@ def _graph(name: str, raw: dict[str, Any], where: str) -> GraphSpec:
         sha256=sha,
         inputs=_signature(_opt(raw, "inputs", dict, where, {}), where + "inputs"),
         outputs=_signature(_opt(raw, "outputs", dict, where, {}), where + "outputs"),
+        threads=_threads(_opt(raw, "threads", int, where, 0), where),
     )
+
+
+def _threads(value: int, where: str) -> int:
+    if isinstance(value, bool) or not 0 <= value <= 256:
+        raise ManifestError(f"{where}threads must be a whole number from 0 to 256")
+    return value
 
 
 def _relative_path(value: str, where: str) -> str:

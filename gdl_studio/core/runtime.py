@@ -114,13 +114,16 @@ def explain_fallback(requested: Sequence[str], actual: Sequence[str], reason: st
     return "CPU"
 
 
-SessionMaker = Callable[[str, Sequence[str]], Any]
+# (path, providers) -> session; called with threads=N as well for a graph that sets threads.
+SessionMaker = Callable[..., Any]
 
 
-def _ort_session(path: str, providers: Sequence[str]) -> Any:
+def _ort_session(path: str, providers: Sequence[str], threads: int = 0) -> Any:
     rt = ort()
     opts = rt.SessionOptions()
     opts.log_severity_level = 3  # errors only: a failed GPU provider is reported by us instead
+    if threads:
+        opts.intra_op_num_threads = threads  # see GraphSpec.threads
     return rt.InferenceSession(path, sess_options=opts, providers=list(providers))
 
 
@@ -155,7 +158,10 @@ class ModelSession:
 
     def _create(self, providers: Sequence[str]) -> Any:
         try:
-            session = self._make(str(self.path), providers)
+            if self.graph is not None and self.graph.threads:
+                session = self._make(str(self.path), providers, threads=self.graph.threads)
+            else:
+                session = self._make(str(self.path), providers)
         except Exception as exc:
             if isinstance(exc, (ModelIntegrityError, ModelSignatureError)):
                 raise

@@ -419,3 +419,13 @@ def test_dedented_inline_toml_is_same_as_dict() -> None:
         """
     )
     assert parse_manifest(tomllib.loads(text)).kind == "midi"
+
+
+def test_graph_threads_are_a_small_whole_number() -> None:
+    data = good()
+    data["models"][0]["threads"] = 1
+    assert parse_manifest(data).models[0].graphs["default"].threads == 1
+    assert good() and parse_manifest(good()).models[0].graphs["default"].threads == 0
+    for bad in (-1, 1000, True, "2"):
+        data["models"][0]["threads"] = bad
+        assert "threads" in refused(data)

@@ -438,3 +438,20 @@ def test_task_state_reports() -> None:
     assert progress == [(1.0, "over"), (0.0, "under")]
     assert previews == ["p"]
     assert not TaskState().wants_previews
+
+
+def test_graph_threads_reach_onnx_runtime(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    monkeypatch.setenv("GDL_STUDIO_PROVIDERS", "cpu")
+    one = dataclasses.replace(graph_for(model_file), threads=1)
+    sess = SessionFactory().session(model_file, one)
+    options = sess._session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # Without the setting, ONNX Runtime picks its own default (0 in the options).
+    copy = model_file.with_name("copy.onnx")
+    copy.write_bytes(model_file.read_bytes())
+    default = SessionFactory().session(copy, graph_for(copy))
+    assert default._session.get_session_options().intra_op_num_threads == 0

@@ -159,7 +159,8 @@ def make_studio(tmp_path: Path, ref: Reference, corpus: Path, vocab: list[str] =
         "val_nll": 1.0,
     }
     (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
-    manifest = (folder / "plugin.toml").read_text(encoding="utf-8")
+    # The shipped models are the manifest's last tables: replaced by the tiny one.
+    manifest = (folder / "plugin.toml").read_text(encoding="utf-8").split("[[models]]")[0]
     manifest += f"""
 [[models]]
 id = "tiny"
