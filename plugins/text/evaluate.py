@@ -8,7 +8,6 @@ the training file (same sha256), else the whole of FILE."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.runtime import sha256_file
 
 from .corpus import (
     EVAL_BURN,
@@ -59,14 +59,6 @@ def mean_nll(
             task.progress(j / x.shape[1], "scoring")
     count = int(mask.sum())
     return total / count, count
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def training_file(card: dict[str, Any]) -> Path:

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import socket
 import struct
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +28,12 @@ from gdl_studio_plugins.gan.train.models import (  # noqa: E402
 )
 from PIL import Image  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+from gdl_studio.core.runtime import sha256_file  # noqa: E402
+
+from .conftest import exit_code, load, run_python, torchrun_two, words  # noqa: E402
+
 # Tiny and single-threaded: fast, and bit-for-bit repeatable (the resume test relies on it).
-TINY = ["--width", "8", "--latent", "16", "--threads", "1", "--batch", "8"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+TINY = words("--width 8 --latent 16 --threads 1 --batch 8")
 
 
 # ------------------------------------------------------------------------------ test data
@@ -92,32 +85,13 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run_module(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
-
-
 def train(argv: list[str]) -> int:
-    try:
-        return train_gan.main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    return exit_code(train_gan.main, argv)
 
 
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def on_folder(folder: Path, options: str = "") -> list[str]:
+    """The folder dataset at ``folder``, and more options."""
+    return words("--data folder --data-path", folder, options)
 
 
 # --------------------------------------------------------------------------------- models
@@ -170,24 +144,9 @@ def test_conditional_generator_needs_a_label() -> None:
 def test_bce_training_writes_its_files(folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     argv = [
-        "--data",
-        "folder",
-        "--data-path",
-        str(folder),
-        "--size",
-        "16",
-        "--out",
-        str(out),
-        "--steps",
-        "6",
-        "--sample-every",
-        "3",
-        "--label-smoothing",
-        "0.1",
-        "--label-noise",
-        "0.05",
-        "--d-dropout",
-        "0.3",
+        *on_folder(folder, "--size 16"),
+        *words("--out", out, "--steps 6 --sample-every 3"),
+        *words("--label-smoothing 0.1 --label-noise 0.05 --d-dropout 0.3"),
         *TINY,
     ]
     assert train(argv) == 0
@@ -217,28 +176,9 @@ def test_bce_training_writes_its_files(folder: Path, tmp_path: Path, capsys) -> 
 def test_wgan_gp_conditional_ac_training(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "wgan"
     argv = [
-        "--data",
-        "folder",
-        "--data-path",
-        str(folder),
-        "--size",
-        "16",
-        "--grey",
-        "--out",
-        str(out),
-        "--loss",
-        "wgan-gp",
-        "--conditional",
-        "--aux-weight",
-        "0.5",
-        "--n-critic",
-        "2",
-        "--steps",
-        "4",
-        "--sample-every",
-        "2",
-        "--ema",
-        "0",
+        *on_folder(folder, "--size 16 --grey"),
+        *words("--out", out, "--loss wgan-gp --conditional --aux-weight 0.5 --n-critic 2"),
+        *words("--steps 4 --sample-every 2 --ema 0"),
         *TINY,
     ]
     assert train(argv) == 0
@@ -254,38 +194,14 @@ def test_wgan_gp_conditional_ac_training(folder: Path, tmp_path: Path) -> None:
 
 
 def test_wgan_critic_refuses_batch_norm(folder: Path, tmp_path: Path, capsys) -> None:
-    argv = [
-        "--data",
-        "folder",
-        "--data-path",
-        str(folder),
-        "--out",
-        str(tmp_path / "x"),
-        "--loss",
-        "wgan-gp",
-        "--d-norm",
-        "batch",
-        *TINY,
-    ]
+    argv = [*on_folder(folder), *words("--out", tmp_path / "x", "--loss wgan-gp --d-norm batch")]
+    argv += TINY
     assert train(argv) == 2
     assert "batch norm" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(folder: Path, tmp_path: Path, capsys) -> None:
-    common = [
-        "--data",
-        "folder",
-        "--data-path",
-        str(folder),
-        "--size",
-        "16",
-        "--conditional",
-        "--aux-weight",
-        "1",
-        "--sample-every",
-        "2",
-        *TINY,
-    ]
+    common = [*on_folder(folder, "--size 16 --conditional --aux-weight 1 --sample-every 2"), *TINY]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert train([*common, "--out", str(whole), "--steps", "8"]) == 0
     assert train([*common, "--out", str(split), "--steps", "3"]) == 0
@@ -312,19 +228,8 @@ def test_resume_continues_exactly(folder: Path, tmp_path: Path, capsys) -> None:
 
 def test_fashion_idx_at_28px(fashion: Path, tmp_path: Path) -> None:
     out = tmp_path / "fm"
-    argv = [
-        "--data",
-        "fashion",
-        "--data-path",
-        str(fashion),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--sample-every",
-        "100",
-        *TINY,
-    ]
+    argv = [*words("--data fashion --data-path", fashion, "--out", out), *TINY]
+    argv += words("--epochs 1 --sample-every 100")
     assert train(argv) == 0
     ck = load(out / "checkpoint.pt")
     assert ck["step"] == 10 and ck["epoch"] == 1.0  # 80 images / batch 8
@@ -334,18 +239,7 @@ def test_fashion_idx_at_28px(fashion: Path, tmp_path: Path) -> None:
 def test_data_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = run_module(
-        [
-            "-m",
-            train_gan.MODULE,
-            "--data",
-            "folder",
-            "--data-path",
-            str(empty),
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
+    r = run_python(["-m", train_gan.MODULE, *on_folder(empty), *words("--out", tmp_path / "o")])
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -357,22 +251,13 @@ def test_unreadable_and_unlabelled_folders(tmp_path: Path, capsys) -> None:
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.png").write_bytes(b"not a png")
-    assert train(["--data", "folder", "--data-path", str(junk), "--out", str(tmp_path / "o")]) == 2
+    assert train([*on_folder(junk), *words("--out", tmp_path / "o")]) == 2
     assert "no readable images (1 skipped)" in capsys.readouterr().err
     flat = tmp_path / "flat"
     flat.mkdir()
     for i in range(8):
         Image.new("L", (8, 8), i * 20).save(flat / f"{i}.png")
-    argv = [
-        "--data",
-        "folder",
-        "--data-path",
-        str(flat),
-        "--out",
-        str(tmp_path / "p"),
-        "--conditional",
-        *TINY,
-    ]
+    argv = [*on_folder(flat, "--conditional"), *words("--out", tmp_path / "p"), *TINY]
     assert train(argv) == 2
     assert "--conditional needs labelled data" in capsys.readouterr().err
 
@@ -381,61 +266,9 @@ def test_ddp_two_processes(folder: Path, tmp_path: Path) -> None:
     """torchrun with two gloo processes: rank 0 alone writes, and both ranks end with the
     same generator."""
     out = tmp_path / "ddp"
-    script = tmp_path / "ddp_worker.py"
-    script.write_text(
-        textwrap.dedent("""
-        import os, sys
-        from pathlib import Path
-        import torch
-        from gdl_studio_plugins.gan.train import common, train_gan
-
-        rank = int(os.environ["RANK"])
-        out = Path(sys.argv[sys.argv.index("--out") + 1])
-        saved = train_gan.atomic_save
-
-        def counting_save(obj, path):
-            with open(out.parent / f"saves-rank{rank}.txt", "a") as f:
-                f.write(f"{path}\\n")
-            saved(obj, path)
-
-        train_gan.atomic_save = counting_save
-        argv = sys.argv[1:]
-        args = train_gan.build_parser().parse_args(argv)
-        d = common.setup(args.device, args.threads)
-        trainer = train_gan.prepare(argv, args, d)
-        assert trainer.run() == 0
-        state = {"G": trainer.G.state_dict(), "ema": trainer.ema.state_dict()}
-        torch.save(state, out.parent / f"weights-rank{rank}.pt")
-        common.teardown(d)
-    """)
-    )
-    r = run_module(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            str(script),
-            "--data",
-            "folder",
-            "--data-path",
-            str(folder),
-            "--size",
-            "16",
-            "--conditional",
-            "--out",
-            str(out),
-            "--steps",
-            "6",
-            "--sample-every",
-            "3",
-            *TINY,
-        ],
-    )
+    argv = [*on_folder(folder, "--size 16 --conditional --steps 6 --sample-every 3"), *TINY]
+    weights = '{"G": trainer.G.state_dict(), "ema": trainer.ema.state_dict()}'
+    r = torchrun_two(tmp_path, train_gan.__name__, weights, [*argv, "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout and r.stdout.count("done: step 6/6") == 1
     # 40 images, 2 ranks x 4 per rank: 5 steps per epoch -> saved at steps 5 and 6, by rank 0.
@@ -457,22 +290,8 @@ def test_ddp_two_processes(folder: Path, tmp_path: Path) -> None:
 
 def test_classifier_training_and_export(fashion: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "clf"
-    argv = [
-        "--data",
-        "fashion",
-        "--data-path",
-        str(fashion),
-        "--out",
-        str(run),
-        "--epochs",
-        "2",
-        "--batch",
-        "16",
-        "--width",
-        "8",
-        "--threads",
-        "1",
-    ]
+    argv = words("--data fashion --data-path", fashion, "--out", run)
+    argv += words("--epochs 2 --batch 16 --width 8 --threads 1")
     assert train_classifier.main(argv) == 0
     assert "test accuracy" in capsys.readouterr().out
     ck = load(run / "classifier.pt")
@@ -487,7 +306,7 @@ def test_classifier_training_and_export(fashion: Path, tmp_path: Path, capsys) -
     )
     card = json.loads((onnx_path.parent / "card.json").read_text())
     assert card["model"] == "fashion-classifier" and card["kind"] == "classifier"
-    assert card["sha256"] == export.sha256_file(onnx_path)
+    assert card["sha256"] == sha256_file(onnx_path)
     assert card["sha256"] in capsys.readouterr().out
     assert card["onnx_vs_torch_max_abs_diff"] <= 1e-4
     assert card["data"]["source"] == "Debian package dataset-fashion-mnist"
@@ -509,9 +328,9 @@ def test_classifier_training_and_export(fashion: Path, tmp_path: Path, capsys) -
 def test_generator_export(folder: Path, fashion: Path, tmp_path: Path, conditional: bool) -> None:
     run = tmp_path / "run"
     data = (
-        ["--data", "folder", "--data-path", str(folder), "--size", "16", "--conditional"]
+        on_folder(folder, "--size 16 --conditional")
         if conditional
-        else ["--data", "fashion", "--data-path", str(fashion)]
+        else words("--data fashion --data-path", fashion)
     )
     assert train([*data, "--out", str(run), "--steps", "3", *TINY]) == 0
     onnx_path = tmp_path / "assets" / "gan" / "my-gan" / "model.onnx"
@@ -528,7 +347,7 @@ def test_generator_export(folder: Path, fashion: Path, tmp_path: Path, condition
         "metrics",
     ):
         assert key in card
-    assert card["sha256"] == export.sha256_file(onnx_path)
+    assert card["sha256"] == sha256_file(onnx_path)
     assert card["training"]["steps"] == 3 and card["training"]["command"].startswith("python -m")
     assert card["onnx_vs_torch_max_abs_diff"] <= 1e-4
     assert card["classes"] == (["discs", "squares"] if conditional else [])

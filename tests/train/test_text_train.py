@@ -8,12 +8,7 @@ under a minute on two CPU cores.  Skipped without torch (the [train] extra)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,31 +21,13 @@ pytest.importorskip("onnxruntime")
 from gdl_studio_plugins.text.train import export, train  # noqa: E402
 from gdl_studio_plugins.text.train.model import CharLSTM, CharLSTMStep  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+from gdl_studio.core.runtime import sha256_file  # noqa: E402
+
+from .conftest import REPO, exit_code, load, run_python, torchrun_two, words  # noqa: E402
+
 # 400 characters, batch 4 x bptt 16: 360 train characters, 90 per stream, 5 steps per epoch.
-TINY = [
-    "--hidden",
-    "16",
-    "--embed",
-    "8",
-    "--layers",
-    "2",
-    "--batch",
-    "4",
-    "--bptt",
-    "16",
-    "--threads",
-    "1",
-    "--sample-chars",
-    "20",
-    "--warmup",
-    "2",
-]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+TINY = words("--hidden 16 --embed 8 --layers 2 --batch 4 --bptt 16 --threads 1")
+TINY += words("--sample-chars 20 --warmup 2")
 
 
 def made_up_text(n: int, seed: int = 0) -> str:
@@ -71,20 +48,7 @@ def text_file(tmp_path: Path) -> Path:
 
 
 def train_main(argv: list[str]) -> int:
-    try:
-        return train.main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return exit_code(train.main, argv)
 
 
 # --------------------------------------------------------------------------------- model
@@ -195,20 +159,8 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     # As a command: no traceback either.
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            train.MODULE,
-            "--data",
-            str(tmp_path / "latin.txt"),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+    r = run_python(
+        ["-m", train.MODULE, *words("--data", tmp_path / "latin.txt", "--out", tmp_path / "o")]
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--decode-errors replace" in r.stderr
@@ -237,67 +189,10 @@ def test_undecodable_bytes_can_be_replaced(tmp_path: Path) -> None:
 def test_ddp_two_processes_match_one(text_file: Path, tmp_path: Path) -> None:
     """torchrun with two gloo processes, each on half the streams: rank 0 alone writes, and
     without dropout the weights are those of one process on all the streams."""
-    script = tmp_path / "ddp_worker.py"
-    script.write_text(
-        textwrap.dedent("""
-        import os, sys
-        from pathlib import Path
-        import torch
-        from gdl_studio_plugins.text.train import common, train
-
-        rank = int(os.environ["RANK"])
-        argv = sys.argv[1:]
-        out = Path(argv[argv.index("--out") + 1])
-        saved = train.atomic_save
-
-        def counting_save(obj, path):
-            with open(out.parent / f"saves-rank{rank}.txt", "a") as f:
-                f.write(f"{path}\\n")
-            saved(obj, path)
-
-        train.atomic_save = counting_save
-        args = train.build_parser().parse_args(argv)
-        d = common.setup(args.device, args.threads)
-        trainer = train.prepare(argv, args, d)
-        assert trainer.run() == 0
-        torch.save(trainer.model.state_dict(), out.parent / f"weights-rank{rank}.pt")
-        common.teardown(d)
-    """)
-    )
-    common = [
-        "--data",
-        str(text_file),
-        "--steps",
-        "6",
-        "--dropout",
-        "0",
-        "--save-every",
-        "100",
-        *TINY,
-    ]
+    common = [*words("--data", text_file, "--steps 6 --dropout 0 --save-every 100"), *TINY]
     ddp = tmp_path / "ddp"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            str(script),
-            *common,
-            "--out",
-            str(ddp),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    weights = "trainer.model.state_dict()"
+    r = torchrun_two(tmp_path, train.__name__, weights, [*common, "--out", str(ddp)])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout and r.stdout.count("done: step 6/6") == 1
     # 5 steps per epoch: saved at the epoch end (5) and at the end (6), by rank 0 only.
@@ -335,7 +230,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plugin_with(model_dir: Path, tmp_path: Path):
-    """The real plugin (training code included, for bench) with an exported model added."""
+    """The real plugin (training code included, for bench) with an exported model in place of
+    the shipped ones."""
     from gdl_studio.core.host import Studio
 
     folder = tmp_path / "plugins" / "text"
@@ -343,8 +239,9 @@ def plugin_with(model_dir: Path, tmp_path: Path):
     shutil.copytree(model_dir, folder / model_dir.name)
     card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
     table = export.manifest_table(card, model_dir / "model.onnx", default=True)
-    with open(folder / "plugin.toml", "a", encoding="utf-8") as f:
-        f.write("\n" + table + "\n")
+    # The shipped models are the manifest's last tables (their files are in assets/).
+    manifest = (folder / "plugin.toml").read_text(encoding="utf-8").split("[[models]]")[0]
+    (folder / "plugin.toml").write_text(manifest + "\n" + table + "\n", encoding="utf-8")
     studio = Studio.create(
         include_builtin=False, include_entry_points=False, extra_folders=[tmp_path / "plugins"]
     )
@@ -360,7 +257,7 @@ def test_export_matches_torch_and_writes_the_card(trained: Path, tmp_path: Path,
     printed = capsys.readouterr().out
     card = json.loads((out.parent / "card.json").read_text(encoding="utf-8"))
     ck = load(trained)
-    assert card["model"] == "story" and card["sha256"] == export.sha256_file(out)
+    assert card["model"] == "story" and card["sha256"] == sha256_file(out)
     assert card["sha256"] in printed and 'file = "story/model.onnx"' in printed
     assert card["vocabulary"] == ck["config"]["vocabulary"]
     assert card["onnx_vs_torch_max_abs_diff"] <= 1e-4

@@ -7,26 +7,13 @@ ONNX file's weights, and its output is checked against ONNX Runtime before timin
 from __future__ import annotations
 
 import json
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-
-
-def _median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+from gdl_studio.training.bench import median_ms
 
 
 def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
@@ -59,8 +46,8 @@ def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
         diff = float(np.abs(run_torch().numpy() - gen(z, lab, state)).max())
         if diff > 1e-3:
             raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
-        ort_ms = _median_ms(lambda z=z, lab=lab: gen(z, lab, state), repeat)
-        torch_ms = _median_ms(run_torch, repeat)
+        ort_ms = median_ms(lambda z=z, lab=lab: gen(z, lab, state), repeat)
+        torch_ms = median_ms(run_torch, repeat)
         out[f"ort_ms{suffix}"] = round(ort_ms, 3)
         out[f"torch_ms{suffix}"] = round(torch_ms, 3)
         out[f"ratio{suffix}"] = round(torch_ms / ort_ms, 2)

@@ -14,118 +14,49 @@ too), and ``torch_generator_from_onnx`` must rebuild the same generator from the
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import inspect
-import json
-import logging
 import os
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .common import TrainError, fail, load_checkpoint
+from gdl_studio.core.runtime import sha256_file
+from gdl_studio.training.cards import exporter_info, previous_card, training_record, write_card
+from gdl_studio.training.checkpoints import load_checkpoint
+from gdl_studio.training.errors import TrainError, fail
+from gdl_studio.training.export import (
+    cpu_session,
+    max_abs_diff,
+    onnx_export,
+    onnx_initializers,
+    staged,
+)
+
 from .models import Classifier, Generator
 
 PROG = "export"
-OPSET = 18
 TOLERANCE = 1e-4
 TRACE_BATCH = 3  # traced at 3, checked at CHECK_BATCH: a batch size baked in would show
 CHECK_BATCH = 7
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def onnx_export(
-    model: nn.Module,
-    args: tuple[torch.Tensor, ...],
-    path: Path,
-    input_names: list[str],
-    output_names: list[str],
-) -> str:
-    """Export with a dynamic batch to one self-contained file; returns the exporter used.
-
-    The torch.export-based exporter is tried first; the TorchScript one is the fallback.
-    ``optimize=False`` keeps every parameter as an initializer named after its state-dict key
-    (the optimiser folds batch norm into the convolutions and merges equal tensors), which
-    ``torch_generator_from_onnx`` relies on; ONNX Runtime does those fusions itself at load.
-    """
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    arg_names = _forward_arg_names(model, len(args))
-    try:
-        with _quiet():
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                dynamo=True,
-                external_data=False,
-                optimize=False,
-                verbose=False,
-                opset_version=OPSET,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_shapes={name: {0: batch} for name in arg_names},
-            )
-        return "dynamo"
-    except Exception as exc:  # the new exporter fails in many ways; the old one may not
-        print(
-            f"{PROG}: the dynamo exporter failed ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); using the TorchScript "
-            "exporter",
-            file=sys.stderr,
-        )
-    with _quiet():
-        torch.onnx.export(
-            model,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes={n: {0: "batch"} for n in input_names + output_names},
-            do_constant_folding=False,
-        )
-    return "torchscript"
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' chatter (missing torchvision ops, deprecations, renamed axes):
-    what matters is checked against ONNX Runtime afterwards."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _forward_arg_names(model: nn.Module, n: int) -> list[str]:
-    params = list(inspect.signature(model.forward).parameters)
-    return params[:n]
-
-
-def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+# The train_gan settings a generator's card records.
+GENERATOR_SETTINGS = (
+    "loss",
+    "aux_weight",
+    "label_smoothing",
+    "label_noise",
+    "d_dropout",
+    "d_norm",
+    "n_critic",
+    "gp_weight",
+    "lr",
+    "beta1",
+    "beta2",
+    "batch",
+    "ema",
+    "seed",
+)
 
 
 def check_signature(
@@ -152,27 +83,13 @@ def _fixed(shape: list[Any]) -> list[int | None]:
     return [d if isinstance(d, int) else None for d in shape]
 
 
-def _initializers(path: Path) -> dict[str, np.ndarray]:
-    """The graph's initializers by name, also under the names of Identity nodes that forward
-    them (the TorchScript exporter merges equal tensors that way)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Identity" and node.input[0] in out:
-            out[node.output[0]] = out[node.input[0]]
-    return out
-
-
 def torch_generator_from_onnx(onnx_path: str | Path, card: dict[str, Any]) -> Generator:
     """The torch Generator of an exported model, rebuilt from card.json's ``architecture`` with
     the weights read from the ONNX file's initializers (no checkpoint needed), in eval mode.
 
     Lets ``gdl-studio bench`` time torch eager on exactly the generator the app runs."""
     model = Generator(**card["architecture"])
-    tensors = _initializers(Path(onnx_path))
+    tensors = onnx_initializers(Path(onnx_path))
     state = model.state_dict()
     missing = [k for k in state if k not in tensors and not k.endswith("num_batches_tracked")]
     if missing:
@@ -191,23 +108,37 @@ def torch_generator_from_onnx(onnx_path: str | Path, card: dict[str, Any]) -> Ge
     return model.eval()
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _card(
+    out: Path, model_id: str | None, kind: str, arch: dict[str, Any], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """The fields every card of this plugin starts with (``classes`` filled in by the
+    caller)."""
+    return {
+        "model": model_id or out.parent.name,
+        "kind": kind,
+        "architecture": arch,
+        "dataset": cfg.get("data"),
+        "data": cfg.get("data_info") or {},
+        "classes": list(cfg.get("classes") or []),
+    }
 
 
-def _kept_metrics(card_path: Path, sha: str) -> dict[str, Any]:
-    """The metrics of an existing card, kept only when the model file did not change."""
-    try:
-        old = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return dict(old.get("metrics") or {}) if old.get("sha256") == sha else {}
-
-
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+def _write_card(out: Path, card: dict[str, Any], exporter: str, diff: float) -> dict[str, Any]:
+    """Complete ``card`` for the model now at ``out`` (the check, the exporter, the hash and
+    the metrics of the card before, kept only when the model file did not change) and write
+    it beside as card.json."""
+    sha = sha256_file(out)
+    card_path = out.with_name("card.json")
+    card.update(
+        {
+            "onnx_vs_torch_max_abs_diff": diff,
+            "exporter": exporter_info(exporter),
+            "sha256": sha,
+            "metrics": dict(previous_card(card_path, sha).get("metrics") or {}),
+        }
+    )
+    write_card(card_path, card)
+    return card
 
 
 def export_generator(
@@ -232,11 +163,9 @@ def export_generator(
 
     names = ["z", "label"] if conditional else ["z"]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        exporter = onnx_export(model, inputs(TRACE_BATCH), tmp, names, ["image"])
-        session = ort_session(tmp)
+    with staged(out) as tmp:
+        exporter = onnx_export(model, inputs(TRACE_BATCH), tmp, names, ["image"], prog=PROG)
+        session = cpu_session(tmp)
         size, ch = arch["size"], arch["channels"]
         expected_in = {"z": ("tensor(float)", ["batch", arch["latent_dim"]])}
         if conditional:
@@ -246,7 +175,7 @@ def export_generator(
         with torch.no_grad():
             ref = model(*args).numpy()
         (got,) = session.run(["image"], {n: a.numpy() for n, a in zip(names, args, strict=True)})
-        diff = _max_diff(got, ref)
+        diff = max_abs_diff(got, ref)
         if not diff <= TOLERANCE:
             raise TrainError(f"ONNX Runtime and torch differ by {diff:.2e} (> {TOLERANCE})")
         try:
@@ -255,57 +184,20 @@ def export_generator(
             raise TrainError(str(exc)) from exc
         with torch.no_grad():
             again = rebuilt(*args).numpy()
-        if not _max_diff(again, got) <= TOLERANCE:
+        if not max_abs_diff(again, got) <= TOLERANCE:
             raise TrainError("the generator rebuilt from the ONNX initializers does not match")
         os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    sha = sha256_file(out)
-    card_path = out.with_name("card.json")
-    card = {
-        "model": model_id or out.parent.name,
-        "kind": "generator",
-        "architecture": arch,
-        "dataset": cfg.get("data"),
-        "data": cfg.get("data_info") or {},
-        "classes": list(cfg.get("classes") or []) if conditional else [],
-        "conditional": conditional,
-        "training": {
-            "command": cfg.get("command", ""),
-            "resumed_with": list(ck.get("commands", []))[1:],
-            "steps": int(ck["step"]),
-            "epochs": round(float(ck["epoch"]), 3),
-            "seconds": round(float(ck["seconds"]), 1),
-            "processes": int(ck.get("world_size", 1)),
-            "ema": bool(use_ema and ck.get("ema") is not None),
-            "settings": {
-                k: cfg[k]
-                for k in (
-                    "loss",
-                    "aux_weight",
-                    "label_smoothing",
-                    "label_noise",
-                    "d_dropout",
-                    "d_norm",
-                    "n_critic",
-                    "gp_weight",
-                    "lr",
-                    "beta1",
-                    "beta2",
-                    "batch",
-                    "ema",
-                    "seed",
-                )
-                if k in cfg
-            },
-        },
-        "onnx_vs_torch_max_abs_diff": diff,
-        "exporter": {"kind": exporter, "opset": OPSET, "torch": torch.__version__},
-        "sha256": sha,
-        "metrics": _kept_metrics(card_path, sha),
-    }
-    _write_json(card_path, card)
-    return card
+    card = _card(out, model_id, "generator", arch, cfg)
+    card.update(
+        {
+            "classes": card["classes"] if conditional else [],
+            "conditional": conditional,
+            "training": training_record(
+                ck, cfg, GENERATOR_SETTINGS, ema=bool(use_ema and ck.get("ema") is not None)
+            ),
+        }
+    )
+    return _write_card(out, card, exporter, diff)
 
 
 def export_classifier(checkpoint: Path, out: Path, model_id: str | None = None) -> dict[str, Any]:
@@ -325,11 +217,11 @@ def export_classifier(checkpoint: Path, out: Path, model_id: str | None = None) 
         return (torch.rand(n, ch, size, size, generator=g) * 2 - 1,)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        exporter = onnx_export(model, inputs(TRACE_BATCH), tmp, ["image"], ["logits", "features"])
-        session = ort_session(tmp)
+    with staged(out) as tmp:
+        exporter = onnx_export(
+            model, inputs(TRACE_BATCH), tmp, ["image"], ["logits", "features"], prog=PROG
+        )
+        session = cpu_session(tmp)
         check_signature(
             session,
             {"image": ("tensor(float)", ["batch", ch, size, size])},
@@ -339,36 +231,24 @@ def export_classifier(checkpoint: Path, out: Path, model_id: str | None = None) 
         with torch.no_grad():
             logits, features = model(x)
         got = session.run(["logits", "features"], {"image": x.numpy()})
-        diff = max(_max_diff(got[0], logits.numpy()), _max_diff(got[1], features.numpy()))
+        diff = max(max_abs_diff(got[0], logits.numpy()), max_abs_diff(got[1], features.numpy()))
         if not diff <= TOLERANCE:
             raise TrainError(f"ONNX Runtime and torch differ by {diff:.2e} (> {TOLERANCE})")
         os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    sha = sha256_file(out)
-    card_path = out.with_name("card.json")
-    card = {
-        "model": model_id or out.parent.name,
-        "kind": "classifier",
-        "architecture": arch,
-        "dataset": cfg.get("data"),
-        "data": cfg.get("data_info") or {},
-        "classes": list(cfg.get("classes") or []),
-        "input_range": [-1.0, 1.0],
-        "training": {
-            "command": cfg.get("command", ""),
-            "steps": int(cfg.get("steps", 0)),
-            "epochs": int(cfg.get("epochs", 0)),
-            "seconds": round(float(ck.get("seconds", 0.0)), 1),
-        },
-        "test_accuracy": round(float(ck.get("test_accuracy", float("nan"))), 4),
-        "onnx_vs_torch_max_abs_diff": diff,
-        "exporter": {"kind": exporter, "opset": OPSET, "torch": torch.__version__},
-        "sha256": sha,
-        "metrics": _kept_metrics(card_path, sha),
-    }
-    _write_json(card_path, card)
-    return card
+    card = _card(out, model_id, "classifier", arch, cfg)
+    card.update(
+        {
+            "input_range": [-1.0, 1.0],
+            "training": {
+                "command": cfg.get("command", ""),
+                "steps": int(cfg.get("steps", 0)),
+                "epochs": int(cfg.get("epochs", 0)),
+                "seconds": round(float(ck.get("seconds", 0.0)), 1),
+            },
+            "test_accuracy": round(float(ck.get("test_accuracy", float("nan"))), 4),
+        }
+    )
+    return _write_card(out, card, exporter, diff)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,11 +19,6 @@ def _check_size(size: int) -> int:
     return size // 4
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 class Generator(nn.Module):
     """DCGAN generator: z (and a label embedding) -> linear -> (2w, s/4, s/4) -> two
     transposed convolutions (kernel 4, stride 2: the kernel is divisible by the stride, so

@@ -22,10 +22,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gdl_studio.core.datasets import DatasetError
+from gdl_studio.training.checkpoints import atomic_save
+from gdl_studio.training.cli import command_line, count_parameters
+from gdl_studio.training.distributed import setup
+from gdl_studio.training.errors import TrainError, fail
 
-from .common import TrainError, atomic_save, command_line, fail, setup
 from .data import ImageTensors, data_info, load_split, whole_batch
-from .models import Classifier, count_parameters
+from .models import Classifier
 
 MODULE = "gdl_studio_plugins.gan.train.train_classifier"
 PROG = "train_classifier"

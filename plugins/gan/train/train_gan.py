@@ -23,32 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from gdl_studio.core.datasets import DatasetError
-
-from .common import (
+from gdl_studio.training import checkpoints, cli
+from gdl_studio.training.distributed import (
     Dist,
-    LossLog,
-    StopFlag,
-    TrainError,
     allreduce_grads,
     any_rank,
-    atomic_save,
     average_buffers,
     broadcast_module,
-    command_line,
-    fail,
-    gather_rng,
-    grid_image,
-    load_checkpoint,
-    save_png,
-    set_rng_state,
-    setup,
-    teardown,
 )
+from gdl_studio.training.errors import TrainError
+
+from .common import LossLog, grid_image, save_png
 from .data import NATIVE_SIZE, EpochSampler, TrainData, data_info, load_split, whole_batch
-from .models import Discriminator, Generator, count_parameters
+from .models import Discriminator, Generator
 
 MODULE = "gdl_studio_plugins.gan.train.train_gan"
 PROG = "train_gan"
@@ -63,17 +52,8 @@ DEFAULT_EPOCHS = 20
 def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     """The command line; ``suppress`` drops every default, so that parsing tells which options
     the user actually gave (a resumed run refuses to change those that shape training)."""
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train a DCGAN / WGAN-GP / conditional GAN generator.",
-        argument_default=argparse.SUPPRESS if suppress else None,
-    )
-
-    def add(*flags: str, default: Any = None, **kw: Any) -> None:
-        if not suppress:
-            kw["default"] = default
-        p.add_argument(*flags, **kw)
-
+    options = cli.Options(PROG, "Train a DCGAN / WGAN-GP / conditional GAN generator.", suppress)
+    add = options.add
     add("--data", choices=["fashion", "cifar10", "folder"], help="dataset (optional with --resume)")
     add("--data-path", help="Fashion-MNIST folder, CIFAR-10 tarball/folder, or an image folder")
     add("--size", type=int, help="image size (fashion 28, cifar10 32, folder default 32)")
@@ -97,9 +77,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--beta1", type=float, help="Adam beta1 (default: 0.5 bce, 0.0 wgan-gp)")
     add("--beta2", type=float, help="Adam beta2 (default: 0.999 bce, 0.9 wgan-gp)")
     add("--batch", type=int, default=128, help="batch size over all processes")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, **({} if suppress else {"default": None}))
-    length.add_argument("--steps", type=int, **({} if suppress else {"default": None}))
+    options.add_run_length()
     add("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
     add("--sample-every", type=int, default=500, help="steps between samples and loss rows")
     add("--seed", type=int, default=0)
@@ -108,7 +86,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--latent", type=int, default=100)
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
-    return p
+    return options.parser
 
 
 def fresh_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,24 +152,12 @@ def check_config(cfg: dict[str, Any]) -> None:
 def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's configuration; the run length and reporting may be changed, anything
     that shapes training may not (it would no longer be the same run)."""
-    cfg = dict(previous)
     defaults = vars(build_parser().parse_args(["--out", "."]))
     # The options as they were, overlaid with those given now, through the same defaults.
-    given = {**defaults, **{k: cfg[k] for k in defaults if k in cfg}, **explicit}
-    fresh = fresh_config(argparse.Namespace(**given))
-    changed = [
-        f"--{k.replace('_', '-')} (checkpoint {cfg[k]!r}, given {fresh[k]!r})"
-        for k in explicit
-        if k not in RESUMABLE and k in cfg and k in fresh and fresh[k] != cfg[k]
-    ]
-    if changed:
-        raise TrainError(
-            "--resume keeps the checkpoint's settings; these differ: " + "; ".join(changed)
-        )
-    if "steps" in explicit:
-        cfg["steps"], cfg["epochs"] = explicit["steps"], None
-    if "epochs" in explicit:
-        cfg["epochs"], cfg["steps"] = explicit["epochs"], None
+    options = {**defaults, **{k: previous[k] for k in defaults if k in previous}, **explicit}
+    fresh = fresh_config(argparse.Namespace(**options))
+    given = {k: fresh[k] for k in explicit if k not in RESUMABLE and k in fresh}
+    cfg = cli.resumed_settings(previous, explicit, given)
     if "sample_every" in explicit:
         cfg["sample_every"] = int(explicit["sample_every"])
     check_config(cfg)
@@ -259,9 +225,9 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg["lr"], betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg["lr"], betas=betas)
         # Each rank draws its own noise from here on.
-        torch.manual_seed(cfg["seed"] * 100_003 + 1 + d.rank)
+        torch.manual_seed(checkpoints.rank_seed(cfg["seed"], d.rank))
         if d.device.type == "cuda":
-            torch.cuda.manual_seed(cfg["seed"] * 100_003 + 1 + d.rank)
+            torch.cuda.manual_seed(checkpoints.rank_seed(cfg["seed"], d.rank))
         self.step = 0
         self.g_updates = 0
         self.seconds = 0.0
@@ -317,14 +283,14 @@ class Trainer:
             "epoch": self.step / self.per_epoch,
             "seconds": self.seconds,
             "world_size": self.d.world,
-            "rng": gather_rng(self.d.device, self.d),
+            "rng": checkpoints.gather_rng(self.d),
             "commands": self.commands,
         }
 
     def save(self) -> None:
         state = self.state()  # collective on every rank (buffers, RNG states)
         if self.d.main:
-            atomic_save(state, self.out / CHECKPOINT)
+            checkpoints.atomic_save(state, self.out / CHECKPOINT)
 
     def load(self, ck: dict[str, Any]) -> None:
         self.G.load_state_dict(ck["generator"])
@@ -336,20 +302,13 @@ class Trainer:
         self.step, self.g_updates = int(ck["step"]), int(ck["g_updates"])
         self.seconds = float(ck["seconds"])
         self.commands = list(ck.get("commands", []))
-        rngs = ck.get("rng") or []
-        if len(rngs) == self.d.world:
-            set_rng_state(rngs[self.d.rank], self.d.device)
-        else:
-            torch.manual_seed(self.cfg["seed"] * 100_003 + 1 + self.d.rank + 7919 * self.step)
-            self.say(
-                f"note: the checkpoint was written by {len(rngs)} process(es), this run has "
-                f"{self.d.world}: training continues, but not as the same random stream"
-            )
-
-    def say(self, text: str) -> None:
-        if self.d.main:
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
+        checkpoints.restore_rng(
+            ck.get("rng") or [],
+            self.d,
+            self.cfg["seed"],
+            self.step,
+            "training continues, but not as the same random stream",
+        )
 
     # ------------------------------------------------------------------ steps
 
@@ -480,26 +439,12 @@ class Trainer:
     def run(self) -> int:
         d, cfg = self.d, self.cfg
         total = self.total_steps
-        if self.step >= total:
-            self.say(
-                f"already at step {self.step} of {total}: pass a larger --steps/--epochs "
-                "to train further"
-            )
-            return 0
         if d.main:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             self.log.truncate_after(self.step)
-        bar = tqdm(
-            total=total,
-            initial=self.step,
-            disable=not d.main,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=1.0,
-            file=sys.stderr,
-        )
+        bar = cli.progress_bar(total, self.step, d)
         stopped = False
-        with StopFlag() as flag:
+        with cli.StopFlag() as flag:
             while self.step < total and not stopped:
                 epoch, skip = divmod(self.step, self.per_epoch)
                 self.sampler.set_epoch(epoch, skip)
@@ -531,14 +476,16 @@ class Trainer:
                         break
         bar.close()
         if stopped:
-            self.say(
+            cli.say(
+                d,
                 f"stopped at step {self.step}; checkpoint saved to {self.out / CHECKPOINT}; "
-                "--resume continues"
+                "--resume continues",
             )
             return 130
-        self.say(
+        cli.say(
+            d,
             f"done: step {self.step}/{total} ({self.step / self.per_epoch:.2f} epochs), "
-            f"{self.seconds:.0f} s of training; checkpoint {self.out / CHECKPOINT}"
+            f"{self.seconds:.0f} s of training; checkpoint {self.out / CHECKPOINT}",
         )
         return 0
 
@@ -549,18 +496,12 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     explicit = vars(build_parser(suppress=True).parse_args(argv))
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
-    ck: dict[str, Any] | None = None
-    if args.resume:
-        ck = load_checkpoint(ck_path)
+    ck = checkpoints.previous_run(ck_path, args.resume)
+    if ck is not None:
         if ck.get("format") != FORMAT:
             raise TrainError(f"{ck_path}: checkpoint format {ck.get('format')} is not {FORMAT}")
         cfg = resumed_config(ck["config"], explicit)
     else:
-        if ck_path.exists():
-            raise TrainError(
-                f"{out} already holds a checkpoint: pass --resume to continue it, "
-                "or choose another --out"
-            )
         cfg = fresh_config(args)
     data = load_split(cfg["data"], "train", cfg["data_path"], cfg["size"], cfg["grey"])
     if cfg["conditional"] and not data.classes:
@@ -582,51 +523,35 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
         classes=list(data.classes),
         data_info=data_info(cfg["data"], cfg["data_path"]),
     )
-    cmd = command_line(MODULE, argv, d.local_world)
+    cmd = cli.command_line(MODULE, argv, d.local_world)
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
     cfg["generator"] = dict(trainer.G.config)
     cfg["discriminator"] = dict(trainer.D.config)
-    if ck is not None:
-        trainer.load(ck)
-        trainer.commands.append(cmd)
-        trainer.say(f"resuming {ck_path} at step {trainer.step}")
-    else:
-        trainer.commands = [cmd]
+    cli.start_run(trainer, ck, cmd, ck_path, d)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         n = len(data.dataset)
-        trainer.say(
+        cli.say(
+            d,
             f"data: {n} images, {data.size}x{data.size}x{data.channels}, "
-            f"{len(data.classes)} classes, from {data.source}"
+            f"{len(data.classes)} classes, from {data.source}",
         )
         if data.skipped:
-            trainer.say(f"data: skipped {data.skipped} unreadable file(s)")
-        trainer.say(
-            f"generator: {count_parameters(trainer.G):,} parameters; discriminator: "
-            f"{count_parameters(trainer.D):,}; {trainer.per_epoch} steps per epoch; "
-            f"{d.world} process(es) on {d.device}, "
-            f"{torch.get_num_threads()} thread(s) each"
+            cli.say(d, f"data: skipped {data.skipped} unreadable file(s)")
+        g, dis = cli.count_parameters(trainer.G), cli.count_parameters(trainer.D)
+        cli.say(
+            d,
+            f"generator: {g:,} parameters; discriminator: {dis:,}; "
+            f"{trainer.per_epoch} steps per epoch; {d.describe()}",
         )
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # usage errors before anything starts
-    try:
-        d = setup(args.device, args.threads)
-    except TrainError as exc:
-        fail(PROG, str(exc))
-    try:
-        return prepare(argv, args, d).run()
-    except (TrainError, DatasetError) as exc:
-        if d.main:
-            fail(PROG, str(exc))
-        raise SystemExit(2) from None
-    finally:
-        teardown(d)
+    """The command: ``python -m gdl_studio_plugins.gan.train.train_gan --help``."""
+    return cli.run_main(PROG, build_parser(), argv, prepare, errors=(TrainError, DatasetError))
 
 
 if __name__ == "__main__":

@@ -7,26 +7,14 @@ ONNX file's weights and checked against ONNX Runtime before timing.
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-
-
-def _median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+from gdl_studio.training.bench import median_ms
 
 
 def bench(ctx: PluginContext, repeat: int = 300, chars: int = 3000) -> dict[str, Any]:
@@ -63,14 +51,14 @@ def bench(ctx: PluginContext, repeat: int = 300, chars: int = 3000) -> dict[str,
 
     token = np.array([int(ids[0])])
     zero = model.zero_state(1)
-    ort_ms = _median_ms(lambda: model.step(token, zero), repeat)
+    ort_ms = median_ms(lambda: model.step(token, zero), repeat, warmup=20)
     ttoken, tzero = torch.tensor([[int(ids[0])]]), module.zero_state(1)
 
     def torch_step() -> Any:
         with torch.inference_mode():
             return module(ttoken, tzero)
 
-    torch_ms = _median_ms(torch_step, repeat)
+    torch_ms = median_ms(torch_step, repeat, warmup=20)
 
     # A whole generation as the plugin streams it (temperature 1: every draw is sampled).
     logits, state = model.step(token, zero)

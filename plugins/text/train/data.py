@@ -3,7 +3,6 @@ truncated back-propagation through time walks along, and the validation rows."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from gdl_studio_plugins.text.corpus import (
     window_arrays,
 )
 
-from .common import TrainError
+from gdl_studio.core.runtime import sha256_file
+from gdl_studio.training.errors import TrainError
 
 # What card.json says about the corpora in shared/data/text (by file name); any other file is
 # the user's own, of unknown licence.
@@ -55,10 +55,6 @@ KNOWN_DATA: dict[str, dict[str, str]] = {
 }
 
 
-def sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @dataclass
 class TextData:
     """A file read, checked, encoded and split."""
@@ -86,7 +82,7 @@ def load_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
         "name": known.get("name", path.stem),
         "file": path.name,
         "path": str(path),
-        "sha256": sha256_bytes(path),
+        "sha256": sha256_file(path),
         "chars": len(ids),
         "encoding": encoding,
         "decode_errors": errors,

@@ -15,45 +15,41 @@ plugin.toml.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from gdl_studio_plugins.text.corpus import Vocabulary, read_text, split_point
-from gdl_studio_plugins.text.evaluate import mean_nll, sha256_file
+from gdl_studio_plugins.text.evaluate import mean_nll
 from gdl_studio_plugins.text.model import INPUTS, OUTPUTS, CharModel
 
-from .common import TrainError, fail, load_checkpoint
+from gdl_studio.core.runtime import sha256_file
+from gdl_studio.training.cards import exporter_info, previous_card, training_record, write_card
+from gdl_studio.training.checkpoints import load_checkpoint
+from gdl_studio.training.errors import TrainError, fail
+from gdl_studio.training.export import cpu_session, onnx_export, onnx_initializers, staged
+
 from .model import CharLSTM, CharLSTMStep
 
 PROG = "export"
-OPSET = 18
 TOLERANCE = 1e-4
 QUANTIZE_TOLERANCE = 0.01  # nats per character the int8 graph may lose on validation
 TRACE_BATCH, CHECK_BATCH = 3, 5  # a batch size baked into the graph would show
+# The train.py settings the card records.
+SETTINGS = ("batch", "bptt", "lr", "min_lr", "warmup", "weight_decay", "clip", "dropout", "seed")
 
 
 class OrtStep:
     """An ONNX Runtime session with the two things CharModel asks of a session."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_shapes = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -63,23 +59,13 @@ class OrtStep:
         return list(self.session.run(list(outputs) if outputs else None, feeds))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' chatter; what matters is checked against ONNX Runtime."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+# The step graph's batch is dimension 1 of the LSTM states (layers, batch, hidden).
+BATCH_AXES = {"h": 1, "c": 1, "h_out": 1, "c_out": 1}
 
 
-def onnx_export(step: CharLSTMStep, path: Path) -> str:
-    """One self-contained file with a dynamic batch; returns the exporter used.
-    ``optimize=False`` keeps every weight an initializer named by its state-dict key
+def export_step(step: CharLSTMStep, path: Path) -> str:
+    """The step graph, traced at ``TRACE_BATCH``, to one file with a dynamic batch; returns
+    the exporter used.  Every weight stays an initializer named by its state-dict key
     (``torch_model_from_onnx`` relies on it)."""
     cfg = step.config
     args = (
@@ -87,49 +73,7 @@ def onnx_export(step: CharLSTMStep, path: Path) -> str:
         torch.zeros(cfg["layers"], TRACE_BATCH, cfg["hidden"]),
         torch.zeros(cfg["layers"], TRACE_BATCH, cfg["hidden"]),
     )
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    try:
-        with _quiet():
-            torch.onnx.export(
-                step,
-                args,
-                str(path),
-                dynamo=True,
-                external_data=False,
-                optimize=False,
-                verbose=False,
-                opset_version=OPSET,
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                dynamic_shapes={"token": {0: batch}, "h": {1: batch}, "c": {1: batch}},
-            )
-        return "dynamo"
-    except Exception as exc:  # the new exporter fails in many ways; the old one may not
-        print(
-            f"{PROG}: the dynamo exporter failed ({exc.__class__.__name__}); using the "
-            "TorchScript exporter",
-            file=sys.stderr,
-        )
-    with _quiet():
-        torch.onnx.export(
-            step,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes={
-                "token": {0: "batch"},
-                "h": {1: "batch"},
-                "c": {1: "batch"},
-                "logits": {0: "batch"},
-                "h_out": {1: "batch"},
-                "c_out": {1: "batch"},
-            },
-            do_constant_folding=False,
-        )
-    return "torchscript"
+    return onnx_export(step, args, path, INPUTS, OUTPUTS, BATCH_AXES, prog=PROG)
 
 
 def check_against_torch(model: CharLSTM, path: Path) -> float:
@@ -268,16 +212,14 @@ def export(
     model.eval()
     vocab = Vocabulary(list(cfg["vocabulary"]))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.onnx")
-    try:
-        exporter = onnx_export(CharLSTMStep(model).eval(), tmp)
-        diff = check_against_torch(model, tmp)
-        chosen, qreport = try_int8(tmp, cfg, vocab, quantize_mode, tolerance)
-        os.replace(chosen, out)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".int8.onnx")):
-            leftover.unlink(missing_ok=True)
+    with staged(out, ".tmp.onnx") as tmp:
+        try:
+            exporter = export_step(CharLSTMStep(model).eval(), tmp)
+            diff = check_against_torch(model, tmp)
+            chosen, qreport = try_int8(tmp, cfg, vocab, quantize_mode, tolerance)
+            os.replace(chosen, out)
+        finally:
+            tmp.with_name(tmp.name + ".int8.onnx").unlink(missing_ok=True)
     sha = sha256_file(out)
     card_path = out.with_name("card.json")
     history = ck.get("val_history") or []
@@ -287,29 +229,7 @@ def export(
         "architecture": dict(model.config),
         "vocabulary": vocab.chars,
         "data": cfg.get("data_info") or {},
-        "training": {
-            "command": cfg.get("command", ""),
-            "resumed_with": list(ck.get("commands", []))[1:],
-            "steps": int(ck["step"]),
-            "epochs": round(float(ck["epoch"]), 3),
-            "seconds": round(float(ck["seconds"]), 1),
-            "processes": int(ck.get("world_size", 1)),
-            "settings": {
-                k: cfg[k]
-                for k in (
-                    "batch",
-                    "bptt",
-                    "lr",
-                    "min_lr",
-                    "warmup",
-                    "weight_decay",
-                    "clip",
-                    "dropout",
-                    "seed",
-                )
-                if k in cfg
-            },
-        },
+        "training": training_record(ck, cfg, SETTINGS),
         "val_history": history,
         # What `gdl-studio eval text` gives for the shipped graph where export measured it.
         "val_nll": qreport.get(
@@ -320,14 +240,12 @@ def export(
         "val_nll_split": "last 10% of the training file (first 90% train); nats per character",
         "onnx_vs_torch_max_abs_diff": diff,
         "quantization": qreport,
-        "exporter": {"kind": exporter, "opset": OPSET, "torch": torch.__version__},
+        "exporter": exporter_info(exporter),
         "sha256": sha,
         "metrics": {},
     }
     card.update(_kept_measurements(card_path, sha))
-    tmp_card = card_path.with_name(card_path.name + ".tmp")
-    tmp_card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp_card, card_path)
+    write_card(card_path, card)
     return card
 
 
@@ -337,12 +255,7 @@ MEASURED = ("metrics", "metrics_command", "metrics_date", "speed", "speed_comman
 def _kept_measurements(card_path: Path, sha: str) -> dict[str, Any]:
     """What scripts/model_card.py stored in an existing card (eval and bench output), kept
     only when the model file did not change."""
-    try:
-        old = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if old.get("sha256") != sha:
-        return {}
+    old = previous_card(card_path, sha)
     return {k: old[k] for k in MEASURED if k in old}
 
 
@@ -374,11 +287,7 @@ def torch_model_from_onnx(path: str | Path, card: dict[str, Any]) -> CharLSTM:
     """The torch CharLSTM of an exported graph, rebuilt from card.json's ``architecture`` and
     the file's initializers (int8 weights dequantised), in eval mode: lets ``bench`` time
     torch eager on the model the app runs, with no checkpoint."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    tensors = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    tensors = onnx_initializers(Path(path))
     model = CharLSTM(**card["architecture"])
     loaded = {}
     for key, ref in model.state_dict().items():

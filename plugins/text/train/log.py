@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from gdl_studio_plugins.text.corpus import Vocabulary
 
-from .common import atomic_write_text
+from gdl_studio.training.checkpoints import atomic_write_text
+
 from .model import CharLSTM
 
 FIELDS = ("step", "epoch", "train_nll", "val_nll", "lr", "grad_norm", "chars_per_s")

@@ -12,10 +12,6 @@ from torch import nn
 State = tuple[torch.Tensor, torch.Tensor]
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 class CharLSTM(nn.Module):
     """Character ids [batch, time] and a state -> logits [batch, time, vocab] and the state."""
 

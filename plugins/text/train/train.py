@@ -25,28 +25,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from .common import (
-    Dist,
-    StopFlag,
-    TrainError,
-    all_sum,
-    any_rank,
-    atomic_save,
-    command_line,
-    fail,
-    gather_objects,
-    gather_rows,
-    load_checkpoint,
-    rng_state,
-    set_rng_state,
-    setup,
-    teardown,
-)
+from gdl_studio.training import checkpoints, cli
+from gdl_studio.training.distributed import Dist, all_sum, any_rank, gather_rows
+from gdl_studio.training.errors import TrainError
+
 from .data import Streams, TextData, load_text, validation_rows
 from .log import RunLog, sample_text
-from .model import CharLSTM, count_parameters
+from .model import CharLSTM
 
 MODULE = "gdl_studio_plugins.text.train.train"
 PROG = "train"
@@ -74,17 +60,8 @@ DEFAULT_EPOCHS = 10
 def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     """The command line; ``suppress`` drops the defaults, so parsing tells which options the
     user actually gave (a resumed run refuses to change those that shape training)."""
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train a character-level LSTM.",
-        argument_default=argparse.SUPPRESS if suppress else None,
-    )
-
-    def add(*flags: str, default: Any = None, **kw: Any) -> None:
-        if not suppress:
-            kw["default"] = default
-        p.add_argument(*flags, **kw)
-
+    options = cli.Options(PROG, "Train a character-level LSTM.", suppress)
+    add = options.add
     add("--data", help="a UTF-8 text file (optional with --resume)")
     add("--encoding", default="utf-8", help="the file's encoding")
     add(
@@ -100,9 +77,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--dropout", type=float, default=0.2)
     add("--batch", type=int, default=32, help="parallel streams, over all processes")
     add("--bptt", type=int, default=128, help="characters per step (truncated BPTT length)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, **({} if suppress else {"default": None}))
-    length.add_argument("--steps", type=int, **({} if suppress else {"default": None}))
+    options.add_run_length()
     add("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     add("--min-lr", type=float, default=0.1, help="final learning rate, as a share of --lr")
     add("--warmup", type=int, default=50, help="steps of linear learning-rate warm-up")
@@ -118,7 +93,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
-    return p
+    return options.parser
 
 
 def fresh_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,23 +149,12 @@ def check_config(cfg: dict[str, Any]) -> None:
 def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's settings; the run length and the reporting may change, what shapes
     training may not (it would no longer be the same run)."""
-    cfg = dict(previous)
-    changed = []
-    for key, value in explicit.items():
-        if key in RESUMABLE or key not in cfg:
-            continue
-        if key == "data":
-            value = str(Path(value).expanduser().resolve())
-        if value != cfg[key]:
-            changed.append(f"--{key.replace('_', '-')} (checkpoint {cfg[key]!r}, given {value!r})")
-    if changed:
-        raise TrainError(
-            "--resume keeps the checkpoint's settings; these differ: " + "; ".join(changed)
-        )
-    if "steps" in explicit:
-        cfg["steps"], cfg["epochs"] = explicit["steps"], None
-    if "epochs" in explicit:
-        cfg["epochs"], cfg["steps"] = explicit["epochs"], None
+    given = {
+        key: str(Path(value).expanduser().resolve()) if key == "data" else value
+        for key, value in explicit.items()
+        if key not in RESUMABLE and key in previous
+    }
+    cfg = cli.resumed_settings(previous, explicit, given)
     for key in ("log_every", "save_every", "val_every", "sample_chars"):
         if key in explicit:
             cfg[key] = explicit[key]
@@ -214,7 +178,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             self.model.parameters(), cfg["lr"], betas=(0.9, 0.99), weight_decay=cfg["weight_decay"]
         )
-        torch.manual_seed(cfg["seed"] * 100_003 + 1 + d.rank)  # each rank its own dropout
+        torch.manual_seed(checkpoints.rank_seed(cfg["seed"], d.rank))  # each rank its own dropout
         self.streams = Streams(data.train, cfg["batch"], cfg["bptt"], cfg["seed"], d.rank, d.world)
         self.val = [t.to(d.device) for t in validation_rows(data.val, d.rank, d.world)]
         self.per_epoch = self.streams.steps_per_epoch
@@ -254,7 +218,7 @@ class Trainer:
             "epoch": self.step / self.per_epoch,
             "seconds": self.seconds,
             "world_size": self.d.world,
-            "rng": gather_objects(rng_state(self.d.device), self.d),
+            "rng": checkpoints.gather_rng(self.d),
             "carry": carry,
             "val_history": self.val_history,
             "commands": self.commands,
@@ -263,7 +227,7 @@ class Trainer:
     def save(self) -> None:
         state = self.state()
         if self.d.main:
-            atomic_save(state, self.out / CHECKPOINT)
+            checkpoints.atomic_save(state, self.out / CHECKPOINT)
 
     def load(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
@@ -274,20 +238,13 @@ class Trainer:
         if ck.get("carry") is not None and self.step % self.per_epoch:
             rows = self.streams.rows
             self.carry = tuple(t[:, rows].to(self.d.device) for t in ck["carry"])  # type: ignore[assignment]
-        rngs = ck.get("rng") or []
-        if len(rngs) == self.d.world:
-            set_rng_state(rngs[self.d.rank], self.d.device)
-        else:
-            torch.manual_seed(self.cfg["seed"] * 100_003 + 1 + self.d.rank + 7919 * self.step)
-            self.say(
-                f"note: the checkpoint was written by {len(rngs)} process(es), this run "
-                f"has {self.d.world}: the data is the same, the dropout masks are not"
-            )
-
-    def say(self, text: str) -> None:
-        if self.d.main:
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
+        checkpoints.restore_rng(
+            ck.get("rng") or [],
+            self.d,
+            self.cfg["seed"],
+            self.step,
+            "the data is the same, the dropout masks are not",
+        )
 
     # ------------------------------------------------------------------ steps
 
@@ -337,7 +294,7 @@ class Trainer:
         if improved:
             state = self.state()
             if self.d.main:
-                atomic_save(state, self.out / BEST)
+                checkpoints.atomic_save(state, self.out / BEST)
         if not self.d.main:
             return
         self.log.write(self.step, epoch, val_nll=val)
@@ -352,9 +309,10 @@ class Trainer:
         )
         name = f"step_{self.step:07d}.txt"
         self.log.write_sample(self.out / "samples" / name, text)
-        self.say(
+        cli.say(
+            self.d,
             f"epoch {epoch:.2f} step {self.step}: val_nll {val:.4f} (best {best:.4f}), "
-            f"{self.seconds / 60:.1f} min of training; sample:\n{text}\n"
+            f"{self.seconds / 60:.1f} min of training; sample:\n{text}\n",
         )
 
     # ------------------------------------------------------------------ loop
@@ -362,12 +320,6 @@ class Trainer:
     def run(self) -> int:
         d, cfg = self.d, self.cfg
         total = self.total_steps
-        if self.step >= total:
-            self.say(
-                f"already at step {self.step} of {total}: pass a larger --steps/--epochs "
-                "to train further"
-            )
-            return 0
         if d.main:
             self.log.truncate_after(self.step)
         stop_at = (
@@ -376,19 +328,11 @@ class Trainer:
         deadline = (
             None if cfg.get("time_limit") is None else time.monotonic() + 60 * cfg["time_limit"]
         )
-        bar = tqdm(
-            total=total,
-            initial=self.step,
-            disable=not d.main,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=1.0,
-            file=sys.stderr,
-        )
+        bar = cli.progress_bar(total, self.step, d)
         chars = cfg["batch"] * cfg["bptt"]
         sums = [0.0, 0.0, 0.0, 0]  # loss, gradient norm, seconds, steps since the last row
         interrupted = paused = False
-        with StopFlag() as flag:
+        with cli.StopFlag() as flag:
             while self.step < total:
                 t0 = time.perf_counter()
                 loss, norm = self.train_step()
@@ -429,11 +373,12 @@ class Trainer:
         bar.close()
         where = f"checkpoint {self.out / CHECKPOINT}"
         if interrupted or paused:
-            self.say(f"stopped at step {self.step} of {total}; {where}; --resume continues")
+            cli.say(d, f"stopped at step {self.step} of {total}; {where}; --resume continues")
             return 130 if interrupted else 0
-        self.say(
+        cli.say(
+            d,
             f"done: step {self.step}/{total} ({self.step / self.per_epoch:.2f} epochs), "
-            f"{self.seconds:.0f} s of training; {where}"
+            f"{self.seconds:.0f} s of training; {where}",
         )
         return 0
 
@@ -443,18 +388,12 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     explicit = vars(build_parser(suppress=True).parse_args(argv))
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
-    ck: dict[str, Any] | None = None
-    if args.resume:
-        ck = load_checkpoint(ck_path)
+    ck = checkpoints.previous_run(ck_path, args.resume)
+    if ck is not None:
         if ck.get("format") != FORMAT or "model" not in ck:
             raise TrainError(f"{ck_path}: not a checkpoint of this trainer (format {FORMAT})")
         cfg = resumed_config(ck["config"], explicit)
     else:
-        if ck_path.exists():
-            raise TrainError(
-                f"{out} already holds a checkpoint: pass --resume to continue it, "
-                "or choose another --out"
-            )
         cfg = fresh_config(args)
     # Run-length limits belong to this invocation only.
     cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
@@ -462,48 +401,32 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is not None and data.info["sha256"] != cfg["data_info"]["sha256"]:
         raise TrainError(f"{cfg['data']} changed since the checkpoint (sha256 differs)")
     cfg.update(vocabulary=data.vocab.chars, data_info=data.info)
-    cmd = command_line(MODULE, argv, d.local_world)
+    cmd = cli.command_line(MODULE, argv, d.local_world)
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
     cfg["architecture"] = dict(trainer.model.config)
-    if ck is not None:
-        trainer.load(ck)
-        trainer.commands.append(cmd)
-        trainer.say(f"resuming {ck_path} at step {trainer.step}")
-    else:
-        trainer.commands = [cmd]
+    cli.start_run(trainer, ck, cmd, ck_path, d)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         info = data.info
-        trainer.say(
+        cli.say(
+            d,
             f"data: {info['chars']:,} characters ({len(data.train):,} train, "
-            f"{len(data.val):,} validation), {len(data.vocab)} distinct, from {data.path}"
+            f"{len(data.val):,} validation), {len(data.vocab)} distinct, from {data.path}",
         )
-        trainer.say(
-            f"model: {count_parameters(trainer.model):,} parameters; "
+        cli.say(
+            d,
+            f"model: {cli.count_parameters(trainer.model):,} parameters; "
             f"{trainer.per_epoch} steps per epoch of {cfg['batch']} x {cfg['bptt']} "
-            f"characters; {d.world} process(es) on {d.device}, "
-            f"{torch.get_num_threads()} thread(s) each"
+            f"characters; {d.describe()}",
         )
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)  # usage errors before anything starts
-    try:
-        d = setup(args.device, args.threads)
-    except TrainError as exc:
-        fail(PROG, str(exc))
-    try:
-        return prepare(argv, args, d).run()
-    except TrainError as exc:
-        if d.main:
-            fail(PROG, str(exc))
-        raise SystemExit(2) from None
-    finally:
-        teardown(d)
+    """The command: ``python -m gdl_studio_plugins.text.train.train --help``."""
+    return cli.run_main(PROG, build_parser(), argv, prepare)
 
 
 if __name__ == "__main__":
