@@ -220,10 +220,12 @@ class ParamPanel(QWidget):
             editor.setPlainText(str(value))
         elif isinstance(editor, QLineEdit):
             editor.setText(str(value))
-        elif isinstance(editor, (QLabeledSlider, QSpinBox)):
-            editor.setValue(int(value))
+        # QLabeledDoubleSlider subclasses QLabeledSlider (superqt): test for it first, or a
+        # float slider would be handed whole numbers.
         elif isinstance(editor, (QLabeledDoubleSlider, QDoubleSpinBox)):
             editor.setValue(float(value))
+        elif isinstance(editor, (QLabeledSlider, QSpinBox)):
+            editor.setValue(int(value))
 
     def set_values(self, values: dict[str, Any]) -> None:
         for name, value in values.items():
@@ -241,9 +243,11 @@ class ParamPanel(QWidget):
             return editor.toPlainText()
         if isinstance(editor, QLineEdit):
             return editor.text()
+        if isinstance(editor, (QLabeledDoubleSlider, QDoubleSpinBox)):  # before QLabeledSlider
+            return float(editor.value())
         if isinstance(editor, (QLabeledSlider, QSpinBox)):
             return int(editor.value())
-        return float(editor.value())  # type: ignore[attr-defined]
+        raise TypeError(f"{name}: no value for a {type(editor).__name__}")
 
     def values(self) -> dict[str, Any]:
         return {name: self.value(name) for name in self.editors}

@@ -88,7 +88,7 @@ def damaged_copies(model: Path, folder: Path, count: int, seed: int) -> list[Pat
         else:
             pos = rng.randrange(len(b))
             b[pos : pos + 16] = bytes(rng.randrange(256) for _ in range(16))
-        path = folder / f"{model.parent.name}-{i:03d}-{kind}.onnx"
+        path = folder / f"{model.parent.name}-{model.stem}-{i:03d}-{kind}.onnx"
         path.write_bytes(bytes(b))
         out.append(path)
     return out
@@ -390,7 +390,8 @@ def test_pt_file_offered_as_a_model_is_refused(tmp_path: Path, studio: Studio) -
 
 SOURCES = sorted(
     p for p in [*(ROOT / "gdl_studio").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
-    if "train" not in p.relative_to(ROOT).parts  # training code (the [train] extra) may use torch
+    # Training code (plugins' train/ and gdl_studio/training, the [train] extra) may use torch.
+    if not {"train", "training"} & set(p.relative_to(ROOT).parts)
 )  # fmt: skip
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve",
                   "marshal"}  # fmt: skip
