@@ -1,7 +1,7 @@
 """Open the real studio window, generate once, and save a screenshot of the X screen.
 
     QT_QPA_PLATFORM=xcb python scripts/screenshot.py --out docs/screenshot.png [--plugin PLUGIN]
-        [--plugin-dir DIR] [--set NAME=VALUE ...]
+        [--plugin-dir DIR] [--set NAME=VALUE ...] [--model M] [--hover FX,FY]
 
 Used by the Xvfb screenshot test and to make the README's screenshot.
 """
@@ -22,6 +22,10 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--size", default="1280x800")
     ap.add_argument("--no-run", action="store_true", help="select the plugin, do not generate")
+    ap.add_argument("--model", help="the model to run (default: the plugin's default)")
+    ap.add_argument(
+        "--hover", help="then move the mouse to FX,FY (fractions of the canvas) before the shot"
+    )
     args = ap.parse_args()
 
     from PySide6.QtCore import QEventLoop, QTimer
@@ -43,6 +47,8 @@ def main() -> int:
         if not win.select_plugin(args.plugin):
             print(f"no plugin {args.plugin}", file=sys.stderr)
             return 1
+        if args.model:
+            win.model_combo.setCurrentIndex(win.model_combo.findData(args.model))
         win.panel.set_values(dict(s.split("=", 1) for s in args.set))
         loop = QEventLoop()
         win.runner.running_changed.connect(lambda running: running or loop.quit())
@@ -52,6 +58,18 @@ def main() -> int:
     # Let the window paint, then grab what the X server really shows (from inside the event
     # loop: the backing store is flushed to the screen by the loop).
     shot_holder = []
+
+    def hover() -> None:
+        from PySide6.QtCore import QPoint
+        from PySide6.QtTest import QTest
+
+        canvas = win.canvases.currentWidget()
+        fx, fy = (float(x) for x in args.hover.split(","))
+        QTest.mouseMove(canvas, QPoint(int(fx * canvas.width()), int(fy * canvas.height())))
+        print(f"hovered {type(canvas).__name__}")
+
+    if args.hover:
+        QTimer.singleShot(300, hover)
 
     def grab() -> None:
         shot_holder.append(app.primaryScreen().grabWindow(0))

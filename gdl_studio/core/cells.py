@@ -3,14 +3,21 @@
 Both travel in ``Result.extra`` (so they are kept in provenance and work again when a saved
 result is reopened) and are read here without Qt:
 
-- ``cell_actions``: a list of ``{"label": str, "params": [dict per cell], "run": bool}``.
-  Choosing an action on cell *i* puts ``params[i]`` into the parameter panel (seeds locked, as
-  the user picked them) and, with ``run``, starts the job. The GAN plugin uses it for "walk
-  from / to this image" and "make this one alone".
+- ``cell_actions``: a list of ``{"label": str, "params": [dict per cell], "run": bool,
+  "text_param": str}``. Choosing an action on cell *i* puts ``params[i]`` into the parameter
+  panel (seeds locked, as the user picked them) and, with ``run``, starts the job. The GAN
+  plugin uses it for "walk from / to this image" and "make this one alone". A text result is
+  one cell; its action may name a ``text_param`` that receives the text as it is on the canvas
+  (the text plugin's "Continue this text"), so the text is not stored a second time.
 - ``quiz``: ``{"prompt": str, "answer": [bool per cell], "marked_means": str,
   "unmarked_means": str}``. The user marks
   the cells they think are the ``True`` ones, then asks for the answer; ``Quiz`` keeps the
   marks and scores them. The GAN plugin uses it for "play the discriminator".
+- ``marking``: ``{"prompt": str, "marked_means": str, "unmarked_means": str}``: the same marks
+  with no answer to reveal (``Quiz.open``); the user's marks are the point. A cell action with
+  ``"marks": {"marked": param, "unmarked": param, "ids": [str per cell]}`` puts the ids of the
+  marked cells into one parameter and those of the others into the second (space-separated):
+  the VAE plugin's "mark the images with the attribute" for a concept vector.
 """
 
 from __future__ import annotations
@@ -20,13 +27,50 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class MarkParams:
+    """Where an action puts the marks: the ids of the marked cells into ``marked``, the ids
+    of the others into ``unmarked``."""
+
+    marked: str
+    unmarked: str
+    ids: tuple[str, ...]
+
+    def fill(self, marks: set[int]) -> dict[str, str]:
+        on = [i for k, i in enumerate(self.ids) if k in marks]
+        off = [i for k, i in enumerate(self.ids) if k not in marks]
+        return {self.marked: " ".join(on), self.unmarked: " ".join(off)}
+
+    @classmethod
+    def parse(cls, raw: Any, cells: int) -> MarkParams | None:
+        if not isinstance(raw, dict):
+            return None
+        marked, unmarked, ids = raw.get("marked"), raw.get("unmarked"), raw.get("ids")
+        if not (isinstance(marked, str) and marked and isinstance(unmarked, str) and unmarked):
+            return None
+        if not isinstance(ids, list) or len(ids) != cells:
+            return None
+        return cls(marked, unmarked, tuple(str(i) for i in ids))
+
+
+@dataclass(frozen=True)
 class CellAction:
     label: str
     params: tuple[dict[str, Any], ...]
     run: bool = False
+    text_param: str | None = None  # receives the result's text (see the module docstring)
+    marks: MarkParams | None = None  # receives the marks (see the module docstring)
 
-    def params_for(self, index: int) -> dict[str, Any] | None:
-        return dict(self.params[index]) if 0 <= index < len(self.params) else None
+    def params_for(
+        self, index: int, text: str | None = None, marks: set[int] | None = None
+    ) -> dict[str, Any] | None:
+        if not 0 <= index < len(self.params):
+            return None
+        params = dict(self.params[index])
+        if self.text_param and text is not None:
+            params[self.text_param] = text
+        if self.marks is not None:
+            params.update(self.marks.fill(marks or set()))
+        return params
 
 
 def cell_actions(extra: dict[str, Any], cells: int) -> list[CellAction]:
@@ -47,7 +91,13 @@ def cell_actions(extra: dict[str, Any], cells: int) -> list[CellAction]:
             continue
         if len(params) != cells or not all(isinstance(p, dict) for p in params):
             continue
-        out.append(CellAction(label, tuple(params), bool(item.get("run", False))))
+        text_param = item.get("text_param")
+        text_param = text_param if isinstance(text_param, str) and text_param else None
+        marks = MarkParams.parse(item.get("marks"), cells)
+        if "marks" in item and marks is None:
+            continue  # an action that needs the marks cannot work without them
+        run = bool(item.get("run", False))
+        out.append(CellAction(label, tuple(params), run, text_param, marks))
     return out
 
 
@@ -61,10 +111,20 @@ class Quiz:
     unmarked_means: str = "unmarked"  # what a False cell is ("real")
     marks: set[int] = field(default_factory=set)
     revealed: bool = False
+    open: bool = False  # a marking: no answer to reveal, the marks are the user's choice
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any], cells: int) -> Quiz | None:
         raw = extra.get("quiz")
+        marking = extra.get("marking")
+        if not isinstance(raw, dict) and isinstance(marking, dict):
+            return cls(
+                (False,) * cells,
+                prompt=str(marking.get("prompt", cls.prompt)),
+                marked_means=str(marking.get("marked_means", cls.marked_means)),
+                unmarked_means=str(marking.get("unmarked_means", cls.unmarked_means)),
+                open=True,
+            )
         if not isinstance(raw, dict):
             return None
         answer = raw.get("answer")
@@ -87,7 +147,8 @@ class Quiz:
         return True
 
     def reveal(self) -> str:
-        self.revealed = True
+        if not self.open:  # a marking has no answer: it stays open for marks
+            self.revealed = True
         return self.summary()
 
     def reset(self) -> None:
@@ -103,6 +164,8 @@ class Quiz:
         return sum(self.correct(i) for i in range(len(self.answer))), len(self.answer)
 
     def summary(self) -> str:
+        if self.open:
+            return f"{len(self.marks)} of {len(self.answer)} marked {self.marked_means}"
         right, total = self.score()
         targets = sum(self.answer)
         found = sum(1 for i in self.marks if self.answer[i])

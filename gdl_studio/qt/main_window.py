@@ -49,6 +49,7 @@ from gdl_studio.qt.canvases.text_canvas import TextCanvas
 from gdl_studio.qt.gallery import Gallery
 from gdl_studio.qt.icons import kind_icon
 from gdl_studio.qt.param_panel import ParamPanel
+from gdl_studio.qt.plugin_canvas import PluginCanvases
 from gdl_studio.qt.plugins_dialog import PluginsDialog
 from gdl_studio.qt.worker import Finished, JobRunner
 
@@ -98,6 +99,7 @@ class MainWindow(QMainWindow):
             canvas.set_placeholder("Choose a plugin and press Ctrl+Enter to generate")
         self.image_canvas.save_requested.connect(lambda i: self.save_current(index=i))
         self.image_canvas.extend_menu = self._add_cell_actions
+        self.text_canvas.extend_menu = self._add_cell_actions
         self.image_canvas.cell_activated.connect(self._cell_activated)
         self.image_canvas.quiz_changed.connect(self._quiz_changed)
         self.cell_actions: list[CellAction] = []
@@ -108,6 +110,10 @@ class MainWindow(QMainWindow):
                            "midi": self.piano_roll}  # fmt: skip
         for canvas in self.canvas_for.values():
             self.canvases.addWidget(canvas)
+        # A plugin's own canvas (its manifest's `widgets` entry) for the results it takes.
+        self.plugin_canvases = PluginCanvases(
+            self.studio, self.canvases, self.notify, self.gallery_add, lambda: self.save_current()
+        )
         # A line above the canvas for results that ask something of the user (a guessing game).
         self.canvas_hint = QLabel()
         self.canvas_hint.setObjectName("canvas_hint")
@@ -422,9 +428,17 @@ class MainWindow(QMainWindow):
             self._quiz_changed()
         elif result.kind == "text":
             self.text_canvas.set_text(result.text, result.probs)
+            self.cell_actions = cell_actions(prov.extra, 1)  # a text result is one cell
         else:
             self.piano_roll.set_midi(result.midi)
-        self.canvases.setCurrentWidget(self.canvas_for[result.kind])
+            self.cell_actions = []
+        plugin_canvas = self.plugin_canvases.show(result, prov)
+        self.canvases.setCurrentWidget(plugin_canvas or self.canvas_for[result.kind])
+
+    def gallery_add(self, entry: HistoryEntry) -> None:
+        """Show a result kept by a plugin's canvas at the top of the history."""
+        self.gallery.add_entry(entry)
+        self.statusBar().showMessage(f"Kept {entry.path.name}", 4000)
 
     # -- what a plugin lets the user do with one cell ----------------------------------------
     def _add_cell_actions(self, menu: Any, index: int) -> None:
@@ -432,7 +446,8 @@ class MainWindow(QMainWindow):
             return
         menu.addSeparator()
         for i, action in enumerate(self.cell_actions):
-            item = menu.addAction(action.label + ("  (double-click)" if i == 0 else ""))
+            double_click = i == 0 and self.current is not None and self.current[0].kind == "image"
+            item = menu.addAction(action.label + ("  (double-click)" if double_click else ""))
             item.triggered.connect(lambda *_, a=action: self.apply_cell_action(a, index))
 
     def _cell_activated(self, index: int) -> None:
@@ -442,7 +457,11 @@ class MainWindow(QMainWindow):
     def apply_cell_action(self, action: CellAction, index: int) -> bool:
         """Put the action's parameters for cell ``index`` into the panel (its seeds locked: the
         user picked them) and run when the action says so."""
-        params = action.params_for(index)
+        text = None
+        if self.current is not None and self.current[0].kind == "text":
+            text = self.text_canvas.text()  # the text as it is on the canvas
+        quiz = self.image_canvas.quiz()  # an action may take the user's marks
+        params = action.params_for(index, text, quiz.marks if quiz is not None else None)
         if params is None or self.current is None:
             return False
         prov = self.current[1]
@@ -463,6 +482,8 @@ class MainWindow(QMainWindow):
             return
         if quiz.revealed:
             self.canvas_hint.setText(f"<b>{quiz.summary()}</b>")
+        elif quiz.open:  # a marking: the marks are for an action, nothing to reveal
+            self.canvas_hint.setText(f"{quiz.prompt} — {quiz.summary()}. Click (or Space) to mark.")
         else:
             self.canvas_hint.setText(
                 f"{quiz.prompt} — {len(quiz.marks)} marked. Click (or Space) to mark, "

@@ -24,6 +24,13 @@ from .sampling import STOPS, Sampler, ends_here
 CHUNK = 48  # characters per streamed preview: a few per frame at thousands of characters/s
 CONTEXT_MAX = 2000  # seed characters fed to the model; an LSTM's state forgets long before
 NAN = math.nan
+# "Continue this text" on the canvas's menu: the text as shown becomes the seed, kept verbatim
+# (gdl_studio.core.cells: the window fills `text_param` from the canvas, so the text is not
+# stored twice in the provenance).
+CONTINUE_ACTIONS = [
+    {"label": "Continue this text", "params": [{"mode": "continue", "seed_source": "typed"}],
+     "text_param": "seed_text", "run": True},
+]  # fmt: skip
 
 
 @dataclass
@@ -192,6 +199,7 @@ def run(params: dict[str, Any], ctx: PluginContext, state: TaskState) -> Iterato
         else:
             yield item
     extra.update(generated_chars=len(done.text), stopped=done.stopped, seed_chars=len(start.shown))
+    extra["cell_actions"] = CONTINUE_ACTIONS
     yield Result.of_text(start.shown + done.text, start.probs + done.probs, **extra)
 
 

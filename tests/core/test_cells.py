@@ -52,3 +52,38 @@ def test_malformed_quizzes_are_ignored() -> None:
     assert Quiz.from_extra({"quiz": {"answer": [True]}}, 2) is None  # wrong length
     assert Quiz.from_extra({"quiz": {"answer": [1, 0]}}, 2) is None  # not booleans
     assert Quiz.from_extra({"quiz": []}, 2) is None
+
+
+def test_text_param_receives_the_text_on_the_canvas() -> None:
+    extra = {"cell_actions": [{"label": "Continue", "params": [{"mode": "continue"}],
+                               "text_param": "seed_text", "run": True}]}  # fmt: skip
+    (action,) = cell_actions(extra, 1)
+    assert action.params_for(0, "To be, or") == {"mode": "continue", "seed_text": "To be, or"}
+    assert action.params_for(0) == {"mode": "continue"}  # no text: nothing filled in
+    bad = {"cell_actions": [{"label": "C", "params": [{}], "text_param": 3}]}
+    assert cell_actions(bad, 1)[0].text_param is None
+
+
+def test_a_marking_has_no_answer_and_an_action_takes_its_marks() -> None:
+    extra = {
+        "marking": {"prompt": "Mark the ones with glasses", "marked_means": "with"},
+        "cell_actions": [
+            {"label": "Slide", "params": [{"point": f"#{i}"} for i in (5, 9, 12)],
+             "marks": {"marked": "with_items", "unmarked": "without_items",
+                       "ids": ["5", "9", "12"]}},
+            {"label": "Bad marks", "params": [{}, {}, {}], "marks": {"marked": "w"}},
+        ],
+    }  # fmt: skip
+    quiz = Quiz.from_extra(extra, 3)
+    assert quiz is not None and quiz.open and quiz.prompt == "Mark the ones with glasses"
+    assert quiz.toggle(0) and quiz.toggle(2)
+    assert quiz.reveal() == "2 of 3 marked with" and not quiz.revealed  # stays open
+    assert quiz.toggle(2) and quiz.marks == {0}
+    (slide,) = cell_actions(extra, 3)  # an action with malformed marks is dropped
+    assert slide.params_for(1, marks={0, 2}) == {
+        "point": "#9", "with_items": "5 12", "without_items": "9"
+    }  # fmt: skip
+    assert slide.params_for(1)["with_items"] == ""  # no marks: everything is "without"
+    # A real quiz wins over a marking in the same extra.
+    both = {**extra, "quiz": {"answer": [True, False, True]}}
+    assert not Quiz.from_extra(both, 3).open

@@ -263,3 +263,31 @@ def test_guessing_game_marks_cells_and_scores_the_answer(qtbot, window: MainWind
     # A result without a game hides the line again.
     generate(qtbot, window)
     assert canvas.quiz() is None and not window.canvas_hint.isVisible()
+
+
+def test_continue_a_text_result_from_the_canvas_menu(qtbot, window: MainWindow) -> None:
+    window.select_plugin("echo")
+    window.panel.set_value("repeat", 1)
+    window.panel.set_value("prompt", "abc")
+    generate(qtbot, window)
+    actions = [{"label": "Continue this text", "params": [{"repeat": 2}],
+                "text_param": "prompt", "run": True}]  # fmt: skip
+    _with_extra(window, cell_actions=actions)
+    menu = window.text_canvas.context_menu()
+    (entry,) = [a for a in menu.actions() if a.text().startswith("Continue this text")]
+    with qtbot.waitSignal(window.runner.running_changed, timeout=10_000,
+                          check_params_cb=lambda running: not running):  # fmt: skip
+        entry.trigger()
+    # The text that was on the canvas became the prompt of the new run.
+    assert window.current[1].params["prompt"] == "abc "
+    assert window.text_canvas.text() == "abc  abc  "
+
+
+def test_float_slider_keeps_fractions(window: MainWindow) -> None:
+    # superqt's QLabeledDoubleSlider subclasses QLabeledSlider: a float must not become an int.
+    window.select_plugin("tinygen")
+    window.panel.set_value("delay", 0.05)
+    assert window.panel.value("delay") == pytest.approx(0.05)
+    assert isinstance(window.panel.value("delay"), float)
+    window.panel.set_value("steps", 7)
+    assert window.panel.value("steps") == 7 and isinstance(window.panel.value("steps"), int)

@@ -363,7 +363,7 @@ class ImageCanvas(QWidget):
         smooth.setCheckable(True)
         smooth.setChecked(self._smooth)
         smooth.toggled.connect(self.set_smooth)
-        if self._quiz is not None:
+        if self._quiz is not None and not self._quiz.open:
             menu.addSeparator()
             check = menu.addAction("Show the answer")
             check.setShortcut(QKeySequence("Return"))
@@ -544,7 +544,7 @@ class ImageCanvas(QWidget):
                 colour = QColor(40, 170, 70) if quiz.correct(i) else QColor(215, 50, 50)
                 text = quiz.marked_means if quiz.answer[i] else quiz.unmarked_means
             elif i in quiz.marks:
-                colour, text = QColor(230, 140, 20), "?"
+                colour, text = QColor(230, 140, 20), quiz.marked_means if quiz.open else "?"
             else:
                 continue
             pen = QPen(colour, _FRAME)

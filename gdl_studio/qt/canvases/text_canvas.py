@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import (
@@ -50,6 +50,8 @@ class TextCanvas(QWidget):
         self._probs = array("d")  # one per character; NaN where the model gave none
         self._colour = False
         self._monospace = False
+        # Set by the window: adds its own entries (a plugin's actions on the text) to the menu.
+        self.extend_menu: Callable[[QMenu, int], None] | None = None
         self._plain = QTextCharFormat()
         self._tints: list[QTextCharFormat] = []
         for band in range(_BANDS):
@@ -235,6 +237,8 @@ class TextCanvas(QWidget):
         mono.setCheckable(True)
         mono.setChecked(self._monospace)
         mono.toggled.connect(self.set_monospace)
+        if self.extend_menu is not None and has_text:
+            self.extend_menu(menu, 0)  # the window's actions on the text (e.g. continue it)
         return menu
 
     def _show_menu(self, pos: QPoint) -> None:
