@@ -35,6 +35,20 @@ class DatasetError(StudioError):
     """Data that cannot be used for training or evaluation; the message says why."""
 
 
+def dataset_info(
+    known: dict[str, dict[str, str]], name: str, path: str | Path | None = None
+) -> dict[str, str]:
+    """A card's ``data`` entry: ``known[name]`` (a copy), or for a user folder its name and
+    path, licence unknown."""
+    if name in known:
+        return dict(known[name])
+    return {
+        "name": Path(path).name if path else "folder",
+        "source": str(path or ""),
+        "licence": "unknown (the user's own images)",
+    }
+
+
 @dataclass
 class ImageSet:
     """A split of a dataset: images, labels and class names, plus what was skipped."""

@@ -9,6 +9,7 @@ import contextlib
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from torch import nn
 from tqdm import tqdm
 
-from gdl_studio.training.distributed import Dist, setup, teardown
+from gdl_studio.training.distributed import Dist, any_rank, setup, teardown
 from gdl_studio.training.errors import TrainError, fail
 
 # ------------------------------------------------------------------------------- options
@@ -166,6 +167,46 @@ def start_run(
         say(d, f"resuming {checkpoint} at step {trainer.step}")
     else:
         trainer.commands = [command]
+
+
+class RunLimits:
+    """Where this invocation of a run stops before its length: ``--stop-after`` steps past
+    where it started, ``--time-limit`` minutes from now (both in ``cfg``, None: no limit), or
+    Ctrl+C (the ``StopFlag``)."""
+
+    def __init__(self, cfg: Mapping[str, Any], step: int, total: int) -> None:
+        stop_after, time_limit = cfg.get("stop_after"), cfg.get("time_limit")
+        self.stop_at = total if stop_after is None else min(total, step + stop_after)
+        self.deadline = None if time_limit is None else time.monotonic() + 60 * time_limit
+
+    def check(self, flag: StopFlag, step: int, last: bool, d: Dist) -> tuple[bool, bool]:
+        """(interrupted, paused) after ``step``, agreed by every rank.  Collective."""
+        interrupted = any_rank(flag.requested, d)
+        timed_out = self.deadline is not None and any_rank(time.monotonic() > self.deadline, d)
+        return interrupted, not last and (step >= self.stop_at or timed_out)
+
+
+def finish_run(
+    d: Dist,
+    step: int,
+    total: int,
+    per_epoch: int,
+    seconds: float,
+    checkpoint: Path,
+    interrupted: bool,
+    paused: bool,
+) -> int:
+    """Say how the run ended and return its exit code (130 when interrupted)."""
+    where = f"checkpoint {checkpoint}"
+    if interrupted or paused:
+        say(d, f"stopped at step {step} of {total}; {where}; --resume continues")
+        return 130 if interrupted else 0
+    say(
+        d,
+        f"done: step {step}/{total} ({step / per_epoch:.2f} epochs), "
+        f"{seconds:.0f} s of training; {where}",
+    )
+    return 0
 
 
 # ------------------------------------------------------------------------------- main

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gdl_studio.training.errors import TrainError
+
 OPSET = 18
 MAX_BATCH = 65536
 
@@ -156,3 +158,56 @@ def onnx_initializers(path: Path) -> dict[str, np.ndarray]:
         if node.op_type == "Identity" and node.input[0] in out:
             out[node.output[0]] = out[node.input[0]]
     return out
+
+
+def fixed_dims(shape: Sequence[Any]) -> list[int | None]:
+    """Fixed dimensions as ints, symbolic ones (the batch) as None."""
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+def check_signature(
+    session: Any,
+    inputs: Mapping[str, tuple[str, Sequence[Any]]],
+    outputs: Mapping[str, Sequence[Any]],
+) -> None:
+    """The graph's names, input element types (``"tensor(float)"``...) and fixed dimensions
+    are what the app expects; a ``TrainError`` says what differs."""
+    real_in = {i.name: i for i in session.get_inputs()}
+    if set(real_in) != set(inputs):
+        raise TrainError(f"the graph's inputs are {sorted(real_in)}, expected {sorted(inputs)}")
+    for name, (dtype, shape) in inputs.items():
+        got = real_in[name]
+        if got.type != dtype or fixed_dims(got.shape) != fixed_dims(shape):
+            raise TrainError(f"input {name!r} is {got.type} {got.shape}, expected {dtype} {shape}")
+    real_out = {o.name: o for o in session.get_outputs()}
+    if set(real_out) != set(outputs):
+        raise TrainError(f"the graph's outputs are {sorted(real_out)}, expected {sorted(outputs)}")
+    for name, shape in outputs.items():
+        if fixed_dims(real_out[name].shape) != fixed_dims(shape):
+            raise TrainError(f"output {name!r} has shape {real_out[name].shape}, expected {shape}")
+
+
+def load_onnx_weights(
+    model: nn.Module, path: str | Path, optional: Sequence[str] = ()
+) -> nn.Module:
+    """``model`` with its state dict read from the ONNX file's initializers (named as
+    ``onnx_export`` leaves them), in eval mode; entries whose key ends with one of
+    ``optional`` (e.g. ``num_batches_tracked``) may be absent and keep their value.  A
+    missing or misshapen tensor is a ``ValueError``."""
+    tensors = onnx_initializers(Path(path))
+    state = model.state_dict()
+    missing = [k for k in state if k not in tensors and not k.endswith(tuple(optional))]
+    if missing:
+        raise ValueError(f"{path}: no initializers for {', '.join(missing)}")
+    loaded: dict[str, torch.Tensor] = {}
+    for key, ref in state.items():
+        if key in tensors:
+            value = torch.from_numpy(np.array(tensors[key], copy=True))
+            if value.shape != ref.shape:
+                raise ValueError(
+                    f"{path}: {key} is {tuple(value.shape)}, the architecture needs "
+                    f"{tuple(ref.shape)}"
+                )
+            loaded[key] = value.to(ref.dtype)
+    model.load_state_dict(loaded, strict=False)
+    return model.eval()

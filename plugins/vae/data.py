@@ -39,13 +39,7 @@ DATA_INFO: dict[str, dict[str, str]] = {
 
 def data_info(name: str, path: str | Path | None = None) -> dict[str, str]:
     """The card's ``data`` entry for a dataset (a user folder: its path, licence unknown)."""
-    if name in DATA_INFO:
-        return dict(DATA_INFO[name])
-    return {
-        "name": Path(path).name if path else "folder",
-        "source": str(path or ""),
-        "licence": "unknown (the user's own images)",
-    }
+    return datasets.dataset_info(DATA_INFO, name, path)
 
 
 def holdout_mask(labels: np.ndarray, every: int = HOLDOUT) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""The GAN trainers' own helpers: sample grids of images and the loss log (losses.csv and a
-loss plot drawn with Pillow).  What every trainer needs (errors, torch.distributed,
-checkpoints) is in ``gdl_studio.training``."""
+"""The GAN trainers' own helpers: the loss log (losses.csv and a loss plot drawn with
+Pillow).  What every trainer needs (errors, torch.distributed, checkpoints, sample grids) is
+in ``gdl_studio.training``."""
 
 from __future__ import annotations
 
@@ -11,42 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-# ---------------------------------------------------------------------------------- images
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W) or (N, H, W, 3)."""
-    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
-
-
-def grid_image(x: torch.Tensor, columns: int, pad: int = 2, scale: int = 2) -> Image.Image:
-    """A grid of images in [-1, 1], ``columns`` per row, on a dark background."""
-    imgs = to_uint8(x)
-    n, h, w = imgs.shape[:3]
-    rows = math.ceil(n / columns)
-    colour = imgs.ndim == 4
-    shape = (rows * (h + pad) + pad, columns * (w + pad) + pad) + ((3,) if colour else ())
-    canvas = np.full(shape, 32, np.uint8)
-    for i, im in enumerate(imgs):
-        r, c = divmod(i, columns)
-        y, x0 = pad + r * (h + pad), pad + c * (w + pad)
-        canvas[y : y + h, x0 : x0 + w] = im
-    out = Image.fromarray(canvas, "RGB" if colour else "L")
-    return out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write a PNG atomically (a viewer polling the folder never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
+from gdl_studio.training.images import save_png
 
 # ------------------------------------------------------------------------------- loss log
 

@@ -33,13 +33,7 @@ NATIVE_SIZE = {"fashion": 28, "cifar10": 32}
 
 def data_info(name: str, path: str | None = None) -> dict[str, str]:
     """The card's "data" entry for a dataset name (a user folder: its path, licence unknown)."""
-    if name in DATA_INFO:
-        return dict(DATA_INFO[name])
-    return {
-        "name": Path(path).name if path else "folder",
-        "source": str(path or ""),
-        "licence": "unknown (the user's own images)",
-    }
+    return datasets.dataset_info(DATA_INFO, name, path)
 
 
 class ImageTensors(Dataset):

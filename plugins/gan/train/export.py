@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gdl_studio.core.runtime import sha256_file
@@ -27,10 +26,11 @@ from gdl_studio.training.cards import exporter_info, previous_card, training_rec
 from gdl_studio.training.checkpoints import load_checkpoint
 from gdl_studio.training.errors import TrainError, fail
 from gdl_studio.training.export import (
+    check_signature,
     cpu_session,
+    load_onnx_weights,
     max_abs_diff,
     onnx_export,
-    onnx_initializers,
     staged,
 )
 
@@ -59,53 +59,14 @@ GENERATOR_SETTINGS = (
 )
 
 
-def check_signature(
-    session: Any, inputs: dict[str, tuple[str, list[Any]]], outputs: dict[str, list[Any]]
-) -> None:
-    """The graph's names, element types and fixed dimensions are what the app expects."""
-    real_in = {i.name: i for i in session.get_inputs()}
-    if set(real_in) != set(inputs):
-        raise TrainError(f"the graph's inputs are {sorted(real_in)}, expected {sorted(inputs)}")
-    for name, (dtype, shape) in inputs.items():
-        got = real_in[name]
-        if got.type != dtype or _fixed(got.shape) != _fixed(shape):
-            raise TrainError(f"input {name!r} is {got.type} {got.shape}, expected {dtype} {shape}")
-    real_out = {o.name: o for o in session.get_outputs()}
-    if set(real_out) != set(outputs):
-        raise TrainError(f"the graph's outputs are {sorted(real_out)}, expected {sorted(outputs)}")
-    for name, shape in outputs.items():
-        if _fixed(real_out[name].shape) != _fixed(shape):
-            raise TrainError(f"output {name!r} has shape {real_out[name].shape}, expected {shape}")
-
-
-def _fixed(shape: list[Any]) -> list[int | None]:
-    """Fixed dimensions as ints, symbolic ones (the batch) as None."""
-    return [d if isinstance(d, int) else None for d in shape]
-
-
 def torch_generator_from_onnx(onnx_path: str | Path, card: dict[str, Any]) -> Generator:
     """The torch Generator of an exported model, rebuilt from card.json's ``architecture`` with
     the weights read from the ONNX file's initializers (no checkpoint needed), in eval mode.
 
     Lets ``gdl-studio bench`` time torch eager on exactly the generator the app runs."""
     model = Generator(**card["architecture"])
-    tensors = onnx_initializers(Path(onnx_path))
-    state = model.state_dict()
-    missing = [k for k in state if k not in tensors and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{onnx_path}: no initializers for {', '.join(missing)}")
-    loaded: dict[str, torch.Tensor] = {}
-    for key, ref in state.items():
-        if key in tensors:
-            value = torch.from_numpy(np.array(tensors[key], copy=True))
-            if value.shape != ref.shape:
-                raise ValueError(
-                    f"{onnx_path}: {key} is {tuple(value.shape)}, the architecture needs "
-                    f"{tuple(ref.shape)}"
-                )
-            loaded[key] = value.to(ref.dtype)
-    model.load_state_dict(loaded, strict=False)
-    return model.eval()
+    load_onnx_weights(model, onnx_path, optional=("num_batches_tracked",))
+    return model
 
 
 def _card(

@@ -34,8 +34,9 @@ from gdl_studio.training.distributed import (
     broadcast_module,
 )
 from gdl_studio.training.errors import TrainError
+from gdl_studio.training.images import grid_image, save_png
 
-from .common import LossLog, grid_image, save_png
+from .common import LossLog
 from .data import NATIVE_SIZE, EpochSampler, TrainData, data_info, load_split, whole_batch
 from .models import Discriminator, Generator
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.training import checkpoints, cli
-from gdl_studio.training.distributed import Dist, all_sum, any_rank, gather_rows
+from gdl_studio.training.distributed import Dist, all_sum, gather_rows
 from gdl_studio.training.errors import TrainError
 
 from .data import Streams, TextData, load_text, validation_rows
@@ -322,12 +322,7 @@ class Trainer:
         total = self.total_steps
         if d.main:
             self.log.truncate_after(self.step)
-        stop_at = (
-            total if cfg.get("stop_after") is None else min(total, self.step + cfg["stop_after"])
-        )
-        deadline = (
-            None if cfg.get("time_limit") is None else time.monotonic() + 60 * cfg["time_limit"]
-        )
+        limits = cli.RunLimits(cfg, self.step, total)
         bar = cli.progress_bar(total, self.step, d)
         chars = cfg["batch"] * cfg["bptt"]
         sums = [0.0, 0.0, 0.0, 0]  # loss, gradient norm, seconds, steps since the last row
@@ -363,24 +358,22 @@ class Trainer:
                 epoch_end = self.step % self.per_epoch == 0
                 if epoch_end or last or (cfg["val_every"] and self.step % cfg["val_every"] == 0):
                     self.end_of_epoch(self.validate())
-                interrupted = any_rank(flag.requested, d)
-                timed_out = deadline is not None and any_rank(time.monotonic() > deadline, d)
-                paused = not last and (self.step >= stop_at or timed_out)
+                interrupted, paused = limits.check(flag, self.step, last, d)
                 if epoch_end or last or interrupted or paused or self.step % cfg["save_every"] == 0:
                     self.save()
                 if interrupted or paused:
                     break
         bar.close()
-        where = f"checkpoint {self.out / CHECKPOINT}"
-        if interrupted or paused:
-            cli.say(d, f"stopped at step {self.step} of {total}; {where}; --resume continues")
-            return 130 if interrupted else 0
-        cli.say(
+        return cli.finish_run(
             d,
-            f"done: step {self.step}/{total} ({self.step / self.per_epoch:.2f} epochs), "
-            f"{self.seconds:.0f} s of training; {where}",
+            self.step,
+            total,
+            self.per_epoch,
+            self.seconds,
+            self.out / CHECKPOINT,
+            interrupted,
+            paused,
         )
-        return 0
 
 
 def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:

@@ -36,10 +36,11 @@ from gdl_studio.training.cards import exporter_info, previous_card, training_rec
 from gdl_studio.training.checkpoints import load_checkpoint
 from gdl_studio.training.errors import TrainError, fail
 from gdl_studio.training.export import (
+    check_signature,
     cpu_session,
+    load_onnx_weights,
     max_abs_diff,
     onnx_export,
-    onnx_initializers,
     staged,
 )
 
@@ -58,42 +59,13 @@ def sha256_file(path: Path) -> str:
     return sha(Path(path))
 
 
-def signature(session: Any) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-    """The graph's inputs and outputs as {name: shape} (symbolic dimensions as strings)."""
-    ins = {i.name: list(i.shape) for i in session.get_inputs()}
-    outs = {o.name: list(o.shape) for o in session.get_outputs()}
-    return ins, outs
-
-
-def _expect(session: Any, inputs: dict[str, list[Any]], outputs: dict[str, list[Any]]) -> None:
-    got_in, got_out = signature(session)
-
-    def fixed(shape: list[Any]) -> list[int | None]:
-        return [d if isinstance(d, int) else None for d in shape]
-
-    for want, got, kind in ((inputs, got_in, "inputs"), (outputs, got_out, "outputs")):
-        if set(want) != set(got) or any(fixed(want[k]) != fixed(got[k]) for k in want):
-            raise TrainError(f"the graph's {kind} are {got}, expected {want}")
-
-
 def torch_decoder_from_onnx(onnx_path: str | Path, architecture: dict[str, Any]) -> Decoder:
     """The torch Decoder of an exported model, rebuilt from card.json's ``architecture`` with
     the weights read from the ONNX file's initializers (no checkpoint needed), in eval mode.
     Lets ``gdl-studio bench vae`` time torch eager on exactly the decoder the app runs."""
     model = Decoder(**architecture)
-    tensors = onnx_initializers(Path(onnx_path))
-    state = model.state_dict()
-    missing = [k for k in state if k not in tensors]
-    if missing:
-        raise ValueError(f"{onnx_path}: no initializers for {', '.join(missing)}")
-    loaded = {}
-    for key, ref in state.items():
-        value = torch.from_numpy(np.array(tensors[key], copy=True))
-        if value.shape != ref.shape:
-            raise ValueError(f"{onnx_path}: {key} is {tuple(value.shape)}, not {tuple(ref.shape)}")
-        loaded[key] = value.to(ref.dtype)
-    model.load_state_dict(loaded)
-    return model.eval()
+    load_onnx_weights(model, onnx_path)
+    return model
 
 
 def map_projection(means: np.ndarray) -> dict[str, Any]:
@@ -153,7 +125,7 @@ def export_graphs(model: VAE, out: Path) -> dict[str, Any]:
             model.encoder,
             "image",
             images,
-            {"image": ["batch", ch, size, size]},
+            {"image": ("tensor(float)", ["batch", ch, size, size])},
             {"mean": ["batch", latent], "logvar": ["batch", latent]},
         ),
         (
@@ -161,7 +133,7 @@ def export_graphs(model: VAE, out: Path) -> dict[str, Any]:
             model.decoder,
             "z",
             latents,
-            {"z": ["batch", latent]},
+            {"z": ("tensor(float)", ["batch", latent])},
             {"image": ["batch", ch, size, size], "log_scale": ["batch", ch, size, size]},
         ),
     )
@@ -173,7 +145,7 @@ def export_graphs(model: VAE, out: Path) -> dict[str, Any]:
                 module, (make(TRACE_BATCH),), tmp, [input_name], list(outs), prog=PROG
             )
             session = cpu_session(tmp)
-            _expect(session, ins, outs)
+            check_signature(session, ins, outs)
             x = make(CHECK_BATCH)
             with torch.no_grad():
                 ref = [t.numpy() for t in module(x)]

@@ -39,18 +39,21 @@ from gdl_studio.training.checkpoints import (
 )
 from gdl_studio.training.cli import (
     Options,
+    RunLimits,
     StopFlag,
     command_line,
+    finish_run,
     progress_bar,
     resumed_settings,
     run_main,
     say,
     start_run,
 )
-from gdl_studio.training.distributed import Dist, all_sum, any_rank
+from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
+from gdl_studio.training.images import grid_image, save_png
 
-from .log import RunLog, grid_image, save_png
+from .log import RunLog
 from .models import VAE, count_parameters, halvings, vae_loss
 
 MODULE = "gdl_studio_plugins.vae.train.train_vae"
@@ -342,12 +345,7 @@ class Trainer:
         total = self.total_steps
         if d.main:
             self.log.truncate_after(self.step)
-        stop_at = (
-            total if cfg.get("stop_after") is None else min(total, self.step + cfg["stop_after"])
-        )
-        deadline = (
-            None if cfg.get("time_limit") is None else time.monotonic() + 60 * cfg["time_limit"]
-        )
+        limits = RunLimits(cfg, self.step, total)
         bar = progress_bar(total, self.step, d)
         sums: dict[str, float] = {}
         count, seconds = 0, 0.0
@@ -380,25 +378,23 @@ class Trainer:
                         self.log.write(self.step, self.step / self.per_epoch, **means)
                     sums, count, seconds = {}, 0, 0.0
                 epoch_end = self.step % self.per_epoch == 0
-                interrupted = any_rank(flag.requested, d)
-                timed_out = deadline is not None and any_rank(time.monotonic() > deadline, d)
-                paused = not last and (self.step >= stop_at or timed_out)
+                interrupted, paused = limits.check(flag, self.step, last, d)
                 if epoch_end or last or interrupted or paused:
                     self.end_of_epoch()
                     self.save()
                 if interrupted or paused:
                     break
         bar.close()
-        where = f"checkpoint {self.out / CHECKPOINT}"
-        if interrupted or paused:
-            say(d, f"stopped at step {self.step} of {total}; {where}; --resume continues")
-            return 130 if interrupted else 0
-        say(
+        return finish_run(
             d,
-            f"done: step {self.step}/{total} ({self.step / self.per_epoch:.2f} epochs), "
-            f"{self.seconds:.0f} s of training; {where}",
+            self.step,
+            total,
+            self.per_epoch,
+            self.seconds,
+            self.out / CHECKPOINT,
+            interrupted,
+            paused,
         )
-        return 0
 
 
 def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
