@@ -60,7 +60,8 @@ def test_200_generations_keep_memory_flat(studio: Studio) -> None:
 
 
 def test_memory_check_sees_a_leak(studio: Studio) -> None:
-    """The measurement above can fail: runs that together keep 8% more memory are caught.
+    """The measurement above can fail: runs that together keep 20% more memory are caught
+    (well above the 5% limit, so memory the allocator hands back meanwhile cannot hide it).
 
     The leak is sized from the process's own size (alone, this test process is ~120 MB; in the
     whole suite, with torch imported by the training tests, ~500 MB)."""
@@ -68,7 +69,7 @@ def test_memory_check_sees_a_leak(studio: Studio) -> None:
     generate(studio, 0, save=False)
     gc.collect()
     before = rss_bytes()
-    per_run = int(before * 0.08) // (RUNS - WARM_UP)
+    per_run = int(before * 0.20) // (RUNS - WARM_UP)
     for i in range(RUNS - WARM_UP):
         generate(studio, i, save=False)
         kept.append(bytearray(b"x" * per_run))
