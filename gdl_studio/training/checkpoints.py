@@ -58,12 +58,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TrainError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
 
 
-def previous_run(path: Path, resume: bool) -> dict[str, Any] | None:
+def previous_run(
+    path: Path, resume: bool, fmt: int, keys: tuple[str, ...] = ("config",)
+) -> dict[str, Any] | None:
     """The checkpoint at ``path`` that ``--resume`` continues, or None for a fresh run; a
-    fresh run is refused when the folder already holds one (it would be overwritten)."""
+    fresh run is refused when the folder already holds one (it would be overwritten), and a
+    checkpoint of another trainer or format version (``fmt``, and the ``keys`` that trainer
+    always writes) is refused with a message."""
     path = Path(path)
     if resume:
-        return load_checkpoint(path)
+        ck = load_checkpoint(path)
+        if ck.get("format") != fmt or any(k not in ck for k in keys):
+            raise TrainError(f"{path}: not a checkpoint of this trainer (format {fmt})")
+        return ck
     if path.exists():
         raise TrainError(
             f"{path.parent} already holds a checkpoint: pass --resume to continue it, "

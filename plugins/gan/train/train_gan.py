@@ -497,13 +497,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     explicit = vars(build_parser(suppress=True).parse_args(argv))
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
-    ck = checkpoints.previous_run(ck_path, args.resume)
-    if ck is not None:
-        if ck.get("format") != FORMAT:
-            raise TrainError(f"{ck_path}: checkpoint format {ck.get('format')} is not {FORMAT}")
-        cfg = resumed_config(ck["config"], explicit)
-    else:
-        cfg = fresh_config(args)
+    ck = checkpoints.previous_run(ck_path, args.resume, FORMAT)
+    cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
     data = load_split(cfg["data"], "train", cfg["data_path"], cfg["size"], cfg["grey"])
     if cfg["conditional"] and not data.classes:
         raise TrainError(f"{data.source}: --conditional needs labelled data (class sub-folders)")

@@ -381,13 +381,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     explicit = vars(build_parser(suppress=True).parse_args(argv))
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
-    ck = checkpoints.previous_run(ck_path, args.resume)
-    if ck is not None:
-        if ck.get("format") != FORMAT or "model" not in ck:
-            raise TrainError(f"{ck_path}: not a checkpoint of this trainer (format {FORMAT})")
-        cfg = resumed_config(ck["config"], explicit)
-    else:
-        cfg = fresh_config(args)
+    ck = checkpoints.previous_run(ck_path, args.resume, FORMAT, ("config", "model"))
+    cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
     # Run-length limits belong to this invocation only.
     cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
     data = load_text(cfg["data"], cfg["encoding"], cfg["decode_errors"])
