@@ -45,6 +45,11 @@ class Paths:
     def soundfonts(self) -> Path:
         return self.data / "soundfonts"
 
+    @property
+    def reports(self) -> Path:
+        """Where ``gdl-studio eval`` writes what is meant to be looked at (contact sheets)."""
+        return self.data / "reports"
+
     @classmethod
     def default(cls) -> Paths:
         home = os.environ.get("GDL_STUDIO_HOME")

@@ -266,15 +266,28 @@ def run_job(job: Job, state: TaskState | None = None) -> JobOutcome:
     with plugin_code(ctx.record, "run"):
         output = run(dict(job.params), ctx, state)
         if inspect.isgenerator(output):
-            for item in output:
+            # A cancel is thrown into the generator at the yield where it is noticed, so a
+            # plugin whose work is worth keeping half-done (a dream, a long text) can catch it
+            # and yield what it has (with ``extra["stopped"] = "cancelled"``); one that does
+            # not catch it ends the job as cancelled.
+            pending: Cancelled | None = None
+            while True:
+                try:
+                    item = output.throw(pending) if pending else next(output)
+                except StopIteration:
+                    break
+                pending = None
                 if isinstance(item, Result):
                     result = item
-                elif isinstance(item, Preview):
+                    continue
+                if isinstance(item, Preview):
                     state.preview(item)
-                state.check()
+                if state.cancelled:
+                    pending = Cancelled()
         elif isinstance(output, Result):
             result = output
     if result is None:
+        state.check()
         raise JobError(f"plugin {ctx.record.id!r} finished without a result")
     if result.kind != ctx.manifest.kind:
         raise JobError(

@@ -10,6 +10,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QRegularExpressionValidat
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QCompleter,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -24,6 +25,8 @@ from PySide6.QtWidgets import (
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from gdl_studio.core.params import SEED_MAX, ParamSpec, random_seed
+
+SEARCHABLE_CHOICES = 30  # a choice with more options than this is searched by typing
 
 SLIDER_MAX_STEPS = 10_000  # beyond this a slider is too coarse: use a spin box
 FILE_FILTERS = {
@@ -179,6 +182,15 @@ class ParamPanel(QWidget):
         if kind == "choice":
             combo = QComboBox()
             combo.addItems(list(spec.choices))
+            if len(spec.choices) > SEARCHABLE_CHOICES:
+                # A long list (e.g. DeepDream's 1,000 ImageNet classes) is searched by typing
+                # any part of a name; what is typed never becomes a choice of its own.
+                combo.setEditable(True)
+                combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+                completer = combo.completer()
+                completer.setFilterMode(Qt.MatchFlag.MatchContains)
+                completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+                completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
             combo.currentIndexChanged.connect(self.changed)
             return combo
         if kind == "bool":
@@ -235,8 +247,8 @@ class ParamPanel(QWidget):
         editor = self.editors[name]
         if isinstance(editor, (SeedEditor, FilePicker)):
             return editor.value()
-        if isinstance(editor, QComboBox):
-            return editor.currentText()
+        if isinstance(editor, QComboBox):  # the chosen item, not half-typed search text
+            return editor.itemText(editor.currentIndex())
         if isinstance(editor, QCheckBox):
             return editor.isChecked()
         if isinstance(editor, QPlainTextEdit):

@@ -12,6 +12,7 @@ from PIL import Image
 from gdl_studio import __version__
 from gdl_studio.core.host import (
     JobError,
+    JobOutcome,
     Studio,
     call_command,
     context_for,
@@ -228,6 +229,48 @@ def odd_plugins(root: Path) -> None:
             )
         },
     )
+
+
+def test_a_result_yielded_on_cancel_is_kept(tmp_path: Path) -> None:
+    """A plugin that catches the cancel and yields what it has done keeps it; one that
+    yields nothing more is cancelled as before."""
+    compute = (
+        "from gdl_studio.core.jobs import Cancelled\n"
+        "from gdl_studio.core.results import Preview, Result\n"
+        "def run(params, ctx, state):\n"
+        "    text = ''\n"
+        "    try:\n"
+        "        for i in range(100):\n"
+        "            text += str(i % 10)\n"
+        "            yield Preview('text', text=str(i % 10))\n"
+        "    except Cancelled:\n"
+        "        if params['prompt'] == 'keep':\n"
+        "            yield Result.of_text(text, stopped='cancelled')\n"
+        "        return\n"
+        "    yield Result.of_text(text)\n"
+    )
+    write_plugin(tmp_path, "keeper", TEXT_MANIFEST.replace('id = "echo"', 'id = "keeper"'),
+                 {"compute.py": compute})  # fmt: skip
+    studio = Studio.create(include_builtin=False, include_entry_points=False,
+                           extra_folders=[tmp_path])  # fmt: skip
+
+    def cancel_at_third(keep: str) -> tuple[TaskState, JobOutcome]:
+        seen: list[Preview] = []
+
+        def on_preview(p: Preview) -> None:
+            seen.append(p)
+            if len(seen) == 3:
+                state.cancel()
+
+        state = TaskState(on_preview=on_preview)
+        return state, run_job(prepare_job(studio, "keeper", params={"prompt": keep}), state)
+
+    state, outcome = cancel_at_third("keep")
+    assert state.cancelled
+    assert outcome.result.text == "012"
+    assert outcome.provenance.extra["stopped"] == "cancelled"
+    with pytest.raises(Cancelled):
+        cancel_at_third("drop")
 
 
 def test_plugins_without_a_proper_result(tmp_path: Path) -> None:
