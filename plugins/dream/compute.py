@@ -18,6 +18,7 @@ from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.imageio import open_image
 from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.results import Preview, Result
+from gdl_studio.core.sample_photos import sample_photo
 
 N_LAYERS = 16
 N_CLASSES = 1000
@@ -25,7 +26,6 @@ STRIDE = 32  # the graph takes sides that are multiples of this ...
 MIN_GRAPH_SIDE = 160  # ... and at least this (5 cells at 1/32, the border left out)
 MIN_OCTAVE_SIDE = 48  # a smaller octave is upscaled first (the layers see nothing below it)
 MAX_HALVINGS = 4  # a step that lowers the loss is retried at 1/2, 1/4 ... 1/16 of its size
-SAMPLES = Path(__file__).parent / "samples"
 
 # Weights per block (0 = shallowest).  "swirls and eyes" is the mix found in a trial of
 # Chollet's recipe on this network (issue 8); the others were picked on the sample photos
@@ -308,9 +308,10 @@ def load_photo(params: dict[str, Any], state: TaskState) -> tuple[Image.Image, s
         photo = open_image(path, "RGB")
         name = path.name
     else:
-        sample = SAMPLES / f"{params['sample']}.jpg"
-        if not sample.is_file():
-            raise JobError(f"no sample photo {params['sample']!r}")
+        try:
+            sample = sample_photo(params["sample"])
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
         photo, name = open_image(sample, "RGB"), sample.name
         state.notice(f"no photo given: dreaming on the sample photo {name}")
     if min(photo.size) < 8:

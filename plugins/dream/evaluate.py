@@ -26,8 +26,9 @@ from PIL import Image, ImageDraw, ImageOps
 from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext
 from gdl_studio.core.imageio import InputError, open_image
 from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.sample_photos import all_sample_photos
 
-from .compute import PRESETS, SAMPLES, DreamConfig, GradientGraph, dream, to_array, to_image
+from .compute import PRESETS, DreamConfig, GradientGraph, dream, to_array, to_image
 
 SIDE = 320  # photos are dreamed at this long side (the book: best at 300-400 px)
 TOLERANCE = 1e-6  # float32 noise allowed between steps when calling a loss "not lower"
@@ -35,7 +36,7 @@ TOLERANCE = 1e-6  # float32 noise allowed between steps when calling a loss "not
 
 def photos_from(data: Path | None) -> list[tuple[str, Image.Image]]:
     if data is None:
-        paths = sorted(SAMPLES.glob("*.jpg"))
+        paths = all_sample_photos()
     elif Path(data).is_dir():
         paths = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     else:

@@ -239,3 +239,29 @@ def test_rediscover_applies_settings_and_keeps_safe_mode(plugin_root: Path) -> N
     safe = Studio.create(paths, safe_mode=True, extra_folders=[plugin_root])
     safe.rediscover()
     assert len(safe.registry) == 0
+
+
+def test_a_model_file_inside_an_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "netpkg" / "models").mkdir(parents=True)
+    (site / "netpkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    root = tmp_path / "more"
+    manifest = image_manifest("0" * 64, pid="inpkg").replace(
+        'file = "model.onnx"', 'file = "models/model.onnx"\npackage = "netpkg"'
+    )
+    assert 'package = "netpkg"' in manifest
+    write_plugin(root, "inpkg", manifest, {})
+    missing = manifest.replace('"netpkg"', '"no_such_netpkg"').replace('"inpkg"', '"nopkg"')
+    write_plugin(root, "nopkg", missing, {})
+    tiny_generator_onnx(site / "netpkg" / "models" / "model.onnx")
+    registry = discover(None, include_builtin=False, include_entry_points=False,
+                        extra_folders=[root])  # fmt: skip
+    found = registry.get("inpkg")
+    assert found.ok, found.state
+    graph = found.manifest.models[0].graphs["default"]
+    assert found.graph_file(graph) == site / "netpkg" / "models" / "model.onnx"
+    lost = registry.get("nopkg")
+    assert not lost.ok and "of package no_such_netpkg" in lost.state

@@ -429,3 +429,19 @@ def test_graph_threads_are_a_small_whole_number() -> None:
     for bad in (-1, 1000, True, "2"):
         data["models"][0]["threads"] = bad
         assert "threads" in refused(data)
+
+
+def test_a_graph_may_live_in_an_installed_package_and_free_its_dims() -> None:
+    base = {"id": "x", "name": "X", "version": "1", "api": 1, "kind": "image",
+            "entry": {"run": "a:b"}}  # fmt: skip
+    graph = {"id": "m", "file": "models/net.onnx", "sha256": "a" * 64,
+             "package": "some_pkg.sub", "free_dims": True}  # fmt: skip
+    (model,) = parse_manifest({**base, "models": [graph]}).models
+    spec = model.graphs["default"]
+    assert (spec.package, spec.free_dims) == ("some_pkg.sub", True)
+    plain = parse_manifest({**base, "models": [{**graph, "package": "", "free_dims": False}]})
+    assert plain.models[0].graphs["default"].package == ""
+    with pytest.raises(ManifestError, match="not a Python package name"):
+        parse_manifest({**base, "models": [{**graph, "package": "../evil"}]})
+    with pytest.raises(ManifestError, match="free_dims"):
+        parse_manifest({**base, "models": [{**graph, "free_dims": "yes"}]})

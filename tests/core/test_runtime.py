@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -455,3 +455,40 @@ def test_graph_threads_reach_onnx_runtime(
     copy.write_bytes(model_file.read_bytes())
     default = SessionFactory().session(copy, graph_for(copy))
     assert default._session.get_session_options().intra_op_num_threads == 0
+
+
+def fixed_relu_onnx(path: Path) -> Path:
+    """A fully convolutional graph exported at one size: Relu over a fixed (1, 2, 4, 4)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "fixed", [x], [y],
+                              value_info=[y])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_free_dims_lets_a_fixed_size_graph_run_at_any_size(tmp_path: Path) -> None:
+    path = fixed_relu_onnx(tmp_path / "fixed.onnx")
+    named = {"inputs": {"x": (1, 2, "h", "w")}, "outputs": {"y": (1, 2, "h", "w")}}
+    x = np.random.default_rng(0).standard_normal((1, 2, 7, 9)).astype(np.float32)
+
+    fixed = SessionFactory(available=["CPUExecutionProvider"]).session(
+        path, graph_for(path, **named)
+    )
+    with pytest.raises(Exception, match=r"[Ii]nvalid dimensions"):  # as exported: 4 x 4 only
+        fixed.run({"x": x})
+
+    spec = replace(graph_for(path, **named), free_dims=True)
+    session = SessionFactory(available=["CPUExecutionProvider"]).session(path, spec)
+    (y,) = session.run({"x": x})
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    assert session.input_shapes["x"] == (1, 2, "h", "w")
+    # Only what the manifest names is freed: a declared number stays fixed.
+    half = replace(spec, inputs={"x": (1, 2, 4, "w")}, outputs={"y": (1, 2, 4, "w")})
+    shapes = SessionFactory(available=["CPUExecutionProvider"]).session(path, half)
+    assert shapes.input_shapes["x"] == (1, 2, 4, "w")

@@ -28,6 +28,7 @@ from gdl_studio.core.host import (
 )
 from gdl_studio.core.jobs import TaskState
 from gdl_studio.core.results import Preview, read_provenance
+from gdl_studio.core.sample_photos import sample_photo
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"steps": 4, "octaves": 2, "jitter": 0, "seed": 3}
@@ -60,7 +61,7 @@ def test_the_gradient_is_the_gradient_of_the_loss(studio: Studio) -> None:
     jitter roll, far better than the gradient with the margin's part simply cropped off."""
     graph = GradientGraph(context_for(studio, "dream", None))
     rng = np.random.default_rng(1)
-    x = compute.to_array(Image.open(compute.SAMPLES / "chelsea.jpg").resize((130, 100)))
+    x = compute.to_array(Image.open(sample_photo("chelsea")).resize((130, 100)))
     weights = np.zeros(16, np.float32)
     weights[[4, 7, 9]] = [0.2, 3.0, 2.0]
     config = compute.DreamConfig(layer_weights=weights, class_weights=np.zeros(1000, np.float32))

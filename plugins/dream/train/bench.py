@@ -17,6 +17,7 @@ from PIL import Image
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.sample_photos import sample_photo
 from gdl_studio.training.bench import median_ms
 
 SIDE = 512
@@ -30,7 +31,6 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
         raise JobError("bench dream compares with torch: install the [train] extra") from None
     from gdl_studio_plugins.dream.compute import (
         PRESETS,
-        SAMPLES,
         DreamConfig,
         GradientGraph,
         dream,
@@ -48,7 +48,7 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
         weights[index] = value
     classes = np.zeros(1000, np.float32)
     config = DreamConfig(layer_weights=weights, class_weights=classes, jitter=0, **DREAM)
-    photo = Image.open(SAMPLES / "astronaut.jpg").convert("RGB").resize((SIDE, SIDE))
+    photo = Image.open(sample_photo("astronaut")).convert("RGB").resize((SIDE, SIDE))
     image = to_array(photo)
 
     def ort_step() -> tuple[float, np.ndarray]:

