@@ -140,6 +140,8 @@ class MainWindow(QMainWindow):
         self.description = QLabel()
         self.description.setWordWrap(True)
         self.panel = ParamPanel()
+        self.panel.mask_folder = self.studio.paths.data / "masks"
+        self.panel.photo_provider = lambda: self.image_canvas.current_image()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.panel)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QCompleter,
+    QDialog,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QSpinBox,
     QStyle,
@@ -24,7 +30,9 @@ from PySide6.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
+from gdl_studio.core.imageio import InputError, open_image
 from gdl_studio.core.params import SEED_MAX, ParamSpec, random_seed
+from gdl_studio.qt.mask_painter import MaskPainter
 
 SEARCHABLE_CHOICES = 30  # a choice with more options than this is searched by typing
 
@@ -80,9 +88,11 @@ class SeedEditor(QWidget):
 
 
 class FilePicker(QWidget):
-    """A path field with a browse button; dropping a file on it fills it."""
+    """A path field with a browse button; dropping a file on it fills it.  A mask picker
+    also has "Paint…", which asks the panel to open the mask painter."""
 
     changed = Signal()
+    paint_requested = Signal()
 
     def __init__(self, kind: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -98,6 +108,11 @@ class FilePicker(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.edit)
         lay.addWidget(browse)
+        if kind == "mask":
+            paint = QToolButton(text="Paint…")
+            paint.setToolTip("Paint the mask over the photo (white: the plugin works there)")
+            paint.clicked.connect(self.paint_requested)
+            lay.addWidget(paint)
         self.setAcceptDrops(True)
 
     def _browse(self) -> None:
@@ -135,6 +150,10 @@ class ParamPanel(QWidget):
         self._form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.editors: dict[str, QWidget] = {}
         self.specs: tuple[ParamSpec, ...] = ()
+        # Where painted masks are saved (the main window: <data dir>/masks), and the image to
+        # paint over when no image parameter is set (the main window: the canvas's image).
+        self.mask_folder: Path | None = None
+        self.photo_provider: Callable[[], Image.Image | None] | None = None
         self.set_specs(specs)
 
     def set_specs(self, specs: tuple[ParamSpec, ...]) -> None:
@@ -212,6 +231,8 @@ class ParamPanel(QWidget):
             return line
         picker = FilePicker(kind)
         picker.changed.connect(self.changed)
+        if kind == "mask":
+            picker.paint_requested.connect(lambda name=spec.name: self.paint_mask(name))
         return picker
 
     def set_value(self, name: str, value: Any) -> None:
@@ -238,6 +259,47 @@ class ParamPanel(QWidget):
             editor.setValue(float(value))
         elif isinstance(editor, (QLabeledSlider, QSpinBox)):
             editor.setValue(int(value))
+
+    def paint_mask(self, name: str) -> None:
+        """Open the mask painter over the photo; OK saves the mask as a PNG and sets ``name``
+        to it.  The photo is the first image parameter's file, else the canvas's image."""
+        photo = None
+        for spec in self.specs:
+            path = self.value(spec.name) if spec.type == "image" else None
+            if path:
+                try:
+                    photo = open_image(Path(path), "RGB")
+                except InputError as exc:
+                    QMessageBox.warning(self, "Paint a mask", str(exc))
+                    return
+                break
+        if photo is None and self.photo_provider is not None:
+            photo = self.photo_provider()
+        if photo is None:
+            QMessageBox.information(
+                self, "Paint a mask", "Set the photo first (drop one on the window)."
+            )
+            return
+        old = None
+        current = self.value(name)
+        if current and Path(current).is_file():
+            try:
+                old = open_image(Path(current), "L")
+            except InputError:
+                old = None
+        dialog = MaskPainter(photo, old, self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        folder = self.mask_folder or Path(tempfile.gettempdir()) / "gdl-studio-masks"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = folder / f"mask-{stamp}.png"
+        n = 1
+        while target.exists():
+            n += 1
+            target = folder / f"mask-{stamp}-{n}.png"
+        dialog.mask().save(target)
+        self.set_value(name, str(target))
 
     def set_values(self, values: dict[str, Any]) -> None:
         for name, value in values.items():
