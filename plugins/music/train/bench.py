@@ -1,0 +1,119 @@
+"""`gdl-studio bench music`: what a token costs with the key/value cache at 128, 512 and
+2,048 cached tokens, what it would cost without (the whole sequence through the prefill
+graph for every new token), torch eager against ONNX Runtime per token, and the plugin's own
+generation loop (sampling, grammar masks, previews).
+
+Torch is needed here only (the [train] extra); the torch model is rebuilt from the shipped
+ONNX file's weights and checked against ONNX Runtime before timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gdl_studio.core.host import JobError, PluginContext
+from gdl_studio.core.jobs import TaskState
+from gdl_studio.training.bench import median_ms
+
+LENGTHS = (128, 512, 2048)
+
+
+def bench(ctx: PluginContext, repeat: int = 40) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise JobError("bench music compares with torch: install the [train] extra") from None
+    from gdl_studio_plugins.music.compute import generate
+    from gdl_studio_plugins.music.model import MusicModel
+    from gdl_studio_plugins.music.sampling import Sampler
+
+    from .export import torch_model_from_onnx
+
+    model = MusicModel.from_context(ctx)
+    card = ctx.card()
+    if "architecture" not in card:
+        raise JobError("bench music needs the model's card.json (its 'architecture')")
+    module = torch_model_from_onnx(ctx.graph_path("prefill"), card)
+    tok = model.tokenizer
+    rng = np.random.default_rng(0)
+    masks = [tok.allowed(p) for p in range(tok.period)]
+
+    def valid_ids(n: int) -> np.ndarray:
+        ids = [0] + [int(rng.choice(np.flatnonzero(masks[i % tok.period]))) for i in range(n - 1)]
+        return np.array([ids], np.int64)
+
+    # The same model? 64 tokens through both.
+    ids = valid_ids(64)
+    logits, _ = model.prefill(ids)
+    with torch.inference_mode():
+        ref = module(torch.from_numpy(ids)).numpy()
+    diff = float(np.abs(logits - ref).max())
+    if diff > 1e-3:
+        raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
+
+    # One thread each: the step graph runs on one ONNX Runtime thread (its manifest says so:
+    # a small graph called per token), so torch gets one too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with_cache, without, torch_ms, ort_ms = time_lengths(model, module, valid_ids, repeat)
+    finally:
+        torch.set_num_threads(threads)
+
+    # The plugin's loop: 8 bars composed at temperature 1 under the grammar's masks.
+    n_tokens = 8 * tok.steps_per_bar()
+    t = time.perf_counter()
+    *_, done = generate(model, [], n_tokens, Sampler(1.0), 0, None, TaskState())
+    seconds = time.perf_counter() - t
+    return {
+        "tokens_per_s": {str(n): v for n, v in with_cache.items()},
+        "no_cache_tokens_per_s": {str(n): v for n, v in without.items()},
+        "ort_step_ms": {str(n): round(v, 4) for n, v in ort_ms.items()},
+        "torch_step_ms": {str(n): round(v, 4) for n, v in torch_ms.items()},
+        "ratio": round(torch_ms[512] / ort_ms[512], 2),
+        "ratio_by_length": {str(n): round(torch_ms[n] / ort_ms[n], 2) for n in LENGTHS},
+        "generate_tokens_per_s": round(len(done) / seconds, 1),
+        "generated_tokens": len(done),
+        "max_abs_diff": diff,
+        "threads": 1,
+        "repeat": repeat,
+        "architecture": card["architecture"],
+    }
+
+
+def time_lengths(
+    model: Any, module: Any, valid_ids: Callable[[int], np.ndarray], repeat: int
+) -> tuple[dict[int, float], dict[int, float], dict[int, float], dict[int, float]]:
+    """Per cached length: tokens/s with the cache, tokens/s without it (the prefill graph
+    over the whole sequence), and ms per step in torch eager and in ONNX Runtime."""
+    import torch
+
+    with_cache, without, torch_ms, ort_ms = {}, {}, {}, {}
+    for n in LENGTHS:
+        ids = valid_ids(n)
+        _, cache = model.prefill(ids)
+        token = np.array([int(ids[0, -1])])
+
+        def ort_step(c: Any = cache, t: np.ndarray = token) -> None:
+            model.step(t, c)
+            c.length -= 1  # timed at n cached tokens every time
+
+        ms = median_ms(ort_step, repeat, warmup=5)
+        ort_ms[n] = ms
+        with_cache[n] = round(1000.0 / ms, 1)
+        pre_ms = median_ms(lambda i=ids: model.prefill(i), max(3, repeat // 8), warmup=1)
+        without[n] = round(1000.0 / pre_ms, 1)
+        with torch.inference_mode():
+            _, tcache = module.extend(torch.from_numpy(ids), None)
+            ttok = torch.from_numpy(token)
+
+            def torch_step(c: Any = tcache, t: Any = ttok) -> Any:
+                with torch.inference_mode():
+                    return module.step(t, c)  # the step graph's own algorithm
+
+            torch_ms[n] = median_ms(torch_step, repeat, warmup=5)
+    return with_cache, without, torch_ms, ort_ms
