@@ -6,7 +6,7 @@ numpy + ONNX Runtime only; the graph (train/graph.py) returns the loss and d(los
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,10 +135,8 @@ def padded_size(side: int) -> int:
 class GradientGraph:
     """The model's graph: loss and d(loss)/d(image) for an (H, W, 3) image of any size.
 
-    The image is mirrored out to the size the graph takes (sides multiples of 32, at least
-    160; the gradient of the margin is added back onto the pixels it mirrors), rolled by a
-    random jitter (so that the network's grid does not print itself on the
-    dream), and the gradient is rolled back and cropped to the image."""
+    See :func:`mirrored_call` for how any size and the jitter (a random roll, so that the
+    network's grid does not print itself on the dream) are handled."""
 
     def __init__(self, ctx: PluginContext) -> None:
         self.session = ctx.session()
@@ -151,25 +149,40 @@ class GradientGraph:
     def __call__(
         self, image: np.ndarray, config: DreamConfig, shift: tuple[int, int], state: TaskState
     ) -> tuple[float, np.ndarray]:
-        h, w, _ = image.shape
-        rows = np.pad(np.arange(h), (0, padded_size(h) - h), mode="symmetric")
-        cols = np.pad(np.arange(w), (0, padded_size(w) - w), mode="symmetric")
-        x = np.roll(image[rows][:, cols], shift, axis=(0, 1))
-        feeds = {
-            "image": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32),
-            "layer_weights": config.layer_weights.astype(np.float32),
-            "class_weights": config.class_weights.astype(np.float32),
-        }
-        loss, grad = self.session.run(feeds, ["loss", "grad"], state=state)
-        g = np.roll(np.asarray(grad)[0].transpose(1, 2, 0), (-shift[0], -shift[1]), axis=(0, 1))
-        # The mirrored margin is made of the image's own pixels: its gradient goes back to
-        # them (the adjoint of the padding), or the step would not follow the true gradient
-        # of the loss and could lower it where the margin is large (small octaves).
-        by_row = np.zeros((h, g.shape[1], 3), np.float32)
-        np.add.at(by_row, rows, g)
-        out = np.zeros((h, w, 3), np.float32)
-        np.add.at(out, (slice(None), cols), by_row)
-        return float(loss), out
+        def run(x: np.ndarray) -> tuple[float, np.ndarray]:
+            feeds = {
+                "image": x,
+                "layer_weights": config.layer_weights.astype(np.float32),
+                "class_weights": config.class_weights.astype(np.float32),
+            }
+            loss, grad = self.session.run(feeds, ["loss", "grad"], state=state)
+            return float(loss), np.asarray(grad)
+
+        return mirrored_call(image, shift, run)
+
+
+def mirrored_call(
+    image: np.ndarray,
+    shift: tuple[int, int],
+    graph: Callable[[np.ndarray], tuple[float, np.ndarray]],
+) -> tuple[float, np.ndarray]:
+    """``graph`` (an NCHW image of sides the graph takes -> loss, NCHW gradient) applied to an
+    (H, W, 3) image of any size: mirrored out to multiples of 32 (at least 160), rolled by
+    ``shift``; the gradient is rolled back and the margin's gradient added onto the pixels it
+    mirrors (the adjoint of the padding), so the step follows the true gradient of the loss
+    as a function of the image — where the margin is large (small octaves) the cropped
+    gradient alone can point downhill."""
+    h, w, _ = image.shape
+    rows = np.pad(np.arange(h), (0, padded_size(h) - h), mode="symmetric")
+    cols = np.pad(np.arange(w), (0, padded_size(w) - w), mode="symmetric")
+    x = np.roll(image[rows][:, cols], shift, axis=(0, 1))
+    loss, grad = graph(np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32))
+    g = np.roll(grad[0].transpose(1, 2, 0), (-shift[0], -shift[1]), axis=(0, 1))
+    by_row = np.zeros((h, g.shape[1], 3), np.float32)
+    np.add.at(by_row, rows, g)
+    out = np.zeros((h, w, 3), np.float32)
+    np.add.at(out, (slice(None), cols), by_row)
+    return loss, out
 
 
 # ------------------------------------------------------------------------ the octave loop

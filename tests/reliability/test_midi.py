@@ -86,7 +86,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         from gdl_studio.core.results import read_provenance
         out = {{}}
         for path in sorted(Path({str(folder)!r}).iterdir()):
-            t = time.perf_counter()
+            # CPU time, not wall time: the bound is on the work a file can cause, and a busy
+            # machine (CI beside a training run) must not make a correct reader fail.
+            t = time.process_time()
             try:
                 midi = open_midi(path)
                 result = "ok"
@@ -95,13 +97,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
                                     if m.type == "note_on"}})
             except InputError as exc:
                 result, velocities, channels = str(exc), [], []
-            first = time.perf_counter() - t
+            first = time.process_time() - t
             try:
                 read_provenance(path)
                 dropped = "provenance?"
             except ValueError as exc:  # InputError is a ValueError: callers catch that
                 dropped = type(exc).__name__
-            out[path.name] = dict(result=result, seconds=max(first, time.perf_counter() - t),
+            out[path.name] = dict(result=result, seconds=max(first, time.process_time() - t),
                                   velocities=velocities, channels=channels, dropped=dropped)
             print(json.dumps({{path.name: out[path.name]}}), flush=True)
         print("RESULT", json.dumps(out))
@@ -121,7 +123,7 @@ def test_hostile_midi_refused_or_clipped_in_bounded_time(
 ) -> None:
     expected = CASES[name][1]
     got = outcomes[name]
-    assert got["seconds"] < 3.0, f"{name} took {got['seconds']:.2f} s"
+    assert got["seconds"] < 3.0, f"{name} took {got['seconds']:.2f} s of CPU"
     if expected == "ok":
         assert got["result"] == "ok", got
     else:
