@@ -15,6 +15,7 @@ from gdl_studio.core import datasets
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.image_eval import to_uint8
 from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.latents import labels_for, slerp
 from gdl_studio.core.metrics import nearest_distances
 from gdl_studio.core.params import SEED_MAX
 from gdl_studio.core.results import Preview, Result
@@ -43,30 +44,6 @@ class Generator:
 def latent_for(seed: int, dim: int) -> np.ndarray:
     """The latent of one seed: the same seed always gives the same image."""
     return np.random.default_rng(seed).standard_normal(dim)
-
-
-def labels_for(choice: str, seeds: list[int], classes: list[str]) -> np.ndarray | None:
-    if not classes:
-        return None
-    n = len(classes)
-    if choice == "one of each":
-        return np.arange(len(seeds)) % n
-    if choice == "any":
-        # Drawn from a stream of its own so the label never changes the latent of a seed.
-        return np.array([np.random.default_rng([s, 1]).integers(n) for s in seeds])
-    if choice not in classes:
-        raise JobError(f"class {choice!r} is not one of {', '.join(classes)}")
-    return np.full(len(seeds), classes.index(choice))
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation; falls back to linear when a and b are (anti)parallel."""
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    cos = float(np.clip(a @ b / (na * nb), -1.0, 1.0)) if na and nb else 1.0
-    omega = np.arccos(cos)
-    if np.sin(omega) < 1e-6:
-        return (1 - t) * a + t * b
-    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
 def to_pil(batch: np.ndarray) -> list[Image.Image]:

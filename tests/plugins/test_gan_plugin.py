@@ -3,11 +3,9 @@ generation, classes, seeds, truncation, latent walks, GIF export, nearest images
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image
 from gdl_studio.core.host import JobError, Studio, call_command, prepare_job, run_job
 from gdl_studio.core.results import load_result, read_provenance, save_result
 from gdl_studio.core.runtime import ModelIntegrityError
+from tests.fixtures.images import classifier_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 LATENT = 8
@@ -50,56 +49,6 @@ def generator_onnx(path: Path) -> str:
     model.ir_version = 8
     onnx.save(model, str(path))
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def classifier_onnx(folder: Path) -> Path:
-    """features = relu(flatten(image) @ Wf); logits = features @ Wl, with a card.json."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(1)
-    nodes = [
-        helper.make_node("Flatten", ["image"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "Wf"], ["pre"]),
-        helper.make_node("Relu", ["pre"], ["features"]),
-        helper.make_node("MatMul", ["features", "Wl"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "clf",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
-         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
-        [numpy_helper.from_array(rng.normal(size=(784, 16)).astype(np.float32), "Wf"),
-         numpy_helper.from_array(rng.normal(size=(16, 10)).astype(np.float32), "Wl")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.onnx"
-    onnx.save(model, str(path))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    (folder / "card.json").write_text(json.dumps({"sha256": sha, "classes": list("0123456789")}))
-    return path
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    code = 0x08
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture
-def fake_fashion(tmp_path: Path) -> Path:
-    """A tiny dataset in the Fashion-MNIST IDX layout."""
-    folder = tmp_path / "fmnist"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    for prefix, n in (("train", 60), ("t10k", 30)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    return folder
 
 
 @pytest.fixture
