@@ -1,0 +1,1 @@
+"""Training the diffusion plugin's denoiser (the [train] extra: PyTorch)."""
