@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,7 @@ from gdl_studio.training.checkpoints import (
 )
 from gdl_studio.training.cli import (
     Options,
-    RunLimits,
-    StopFlag,
     command_line,
-    finish_run,
-    progress_bar,
     resumed_settings,
     run_main,
     say,
@@ -52,6 +47,7 @@ from gdl_studio.training.cli import (
 from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
 from gdl_studio.training.images import grid_image, save_png
+from gdl_studio.training.loop import run_loop
 
 from .log import RunLog
 from .models import VAE, count_parameters, halvings, vae_loss
@@ -340,61 +336,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
+    def write_row(self, step: int, epoch: float, means: dict[str, float]) -> None:
+        self.log.write(step, epoch, **means)
+
     def run(self) -> int:
-        d, cfg = self.d, self.cfg
-        total = self.total_steps
-        if d.main:
+        if self.d.main:
             self.log.truncate_after(self.step)
-        limits = RunLimits(cfg, self.step, total)
-        bar = progress_bar(total, self.step, d)
-        sums: dict[str, float] = {}
-        count, seconds = 0, 0.0
-        interrupted = paused = False
-        with StopFlag() as flag:
-            while self.step < total:
-                t0 = time.perf_counter()
-                stats = self.train_step()
-                self.step += 1
-                dt = time.perf_counter() - t0
-                self.seconds += dt
-                seconds += dt
-                count += 1
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if d.main:
-                    bar.update(1)
-                    bar.set_postfix(
-                        nll=f"{stats['recon_nll']:.1f}", kl=f"{stats['kl']:.2f}", refresh=False
-                    )
-                last = self.step >= total
-                if self.step % cfg["log_every"] == 0 or last:
-                    keys = sorted(sums)
-                    totals = all_sum([sums[k] for k in keys], d)
-                    if d.main:
-                        means = {
-                            k: t / (count * d.world) for k, t in zip(keys, totals, strict=True)
-                        }
-                        means["img_s"] = cfg["batch"] * count / max(seconds, 1e-9)
-                        self.log.write(self.step, self.step / self.per_epoch, **means)
-                    sums, count, seconds = {}, 0, 0.0
-                epoch_end = self.step % self.per_epoch == 0
-                interrupted, paused = limits.check(flag, self.step, last, d)
-                if epoch_end or last or interrupted or paused:
-                    self.end_of_epoch()
-                    self.save()
-                if interrupted or paused:
-                    break
-        bar.close()
-        return finish_run(
-            d,
-            self.step,
-            total,
-            self.per_epoch,
-            self.seconds,
-            self.out / CHECKPOINT,
-            interrupted,
-            paused,
-        )
+        postfix = {"nll": ("recon_nll", ".1f"), "kl": ("kl", ".2f")}
+        return run_loop(self, self.out / CHECKPOINT, postfix)
 
 
 def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
