@@ -15,8 +15,8 @@ from PIL import Image
 from gdl_studio.core.cells import cell_actions
 from gdl_studio.core.host import JobError, Studio, call_command, prepare_job, run_job
 from gdl_studio.core.results import load_result, read_provenance, save_result
+from tests.fixtures.images import classifier_onnx, write_idx
 from tests.fixtures.vae_plugin import make_vae_plugin, projection
-from tests.plugins.test_gan_plugin import classifier_onnx, write_idx
 
 
 @pytest.fixture

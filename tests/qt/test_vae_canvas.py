@@ -13,8 +13,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from gdl_studio.core.host import Studio
 from gdl_studio.core.results import read_provenance
 from gdl_studio.qt.main_window import MainWindow
+from tests.fixtures.images import write_idx
 from tests.fixtures.vae_plugin import make_vae_plugin
-from tests.plugins.test_gan_plugin import write_idx
 
 
 @pytest.fixture

@@ -330,7 +330,7 @@ def test_bench_and_eval_on_an_exported_model(fashion: Path, tmp_path: Path, caps
     out = call_command(studio, "vae", "bench", None, repeat=3)
     assert out["decode_ms"] > 0 and out["ratio"] > 0 and out["max_abs_diff"] <= 1e-3
     assert out["decode_ms_map"] > 0 and out["encode_ms"] > 0
-    from tests.plugins.test_gan_plugin import classifier_onnx
+    from tests.fixtures.images import classifier_onnx
 
     clf = classifier_onnx(tmp_path / "clf")
     ev = call_command(studio, "vae", "eval", None, data=fashion, samples=20, classifier=clf)
