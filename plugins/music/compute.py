@@ -4,7 +4,9 @@ masks).  Notes stream to the piano roll as they are generated.  numpy + ONNX Run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +53,45 @@ def program_of(params: dict[str, Any], tok: Tokenizer) -> int:
     return program if program >= 0 else DEFAULT_PROGRAMS.get(tok.kind, 0)
 
 
-def plan(params: dict[str, Any], tok: Tokenizer) -> tuple[list[int], int, list[int] | None]:
-    """(prompt ids after BOS, tokens to generate, fixed soprano ids per step or None)."""
+UNITS = ("bars", "seconds")
+BEATS_PER_BAR = 4  # the tokenizers write 4/4
+
+
+@dataclass(frozen=True)
+class Plan:
+    prompt: list[int]  # ids after BOS that the model reads first
+    max_tokens: int  # tokens to generate at the most
+    soprano: list[int] | None  # harmonise: the fixed soprano id of each step
+    beats: float | None  # stop once the new tokens reach this many beats (None: max_tokens)
+
+
+def length_in_beats(params: dict[str, Any]) -> float:
+    """The *Length* parameter in beats: bars of 4/4, or seconds at the chosen tempo."""
+    unit = params.get("unit", "bars")
+    if unit not in UNITS:
+        raise JobError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
+    length = float(params["length"])
+    return length * BEATS_PER_BAR if unit == "bars" else length * float(params["tempo"]) / 60.0
+
+
+def plan(params: dict[str, Any], tok: Tokenizer) -> Plan:
     mode = params["mode"]
-    bars = int(params["length"])
+    beats = length_in_beats(params)
+    cap = math.ceil(beats * tok.max_tokens_per_beat())
     if mode == "compose":
-        return [], bars * tok.steps_per_bar(), None
+        return Plan([], cap, None, beats)
     notes = input_notes(params)
     if mode == "continue":
         prompt = tok.encode_notes(notes)
         prompt = prompt[: len(prompt) - len(prompt) % tok.period]
-        return prompt, bars * tok.steps_per_bar(), None
+        return Plan(prompt, cap, None, beats)
     if not isinstance(tok, ChoraleTokenizer):
         raise JobError("harmonise needs a chorale (four-voice) model; choose one under Model")
-    soprano = [int(t) for t in tok.encode_melody(notes)][: bars * 16]
+    steps = math.ceil(beats * tok.STEPS_PER_BEAT - 1e-9)
+    soprano = [int(t) for t in tok.encode_melody(notes)][:steps]
     if not soprano:
         raise JobError("the melody has no notes to harmonise")
-    return [], 4 * len(soprano), soprano
+    return Plan([], 4 * len(soprano), soprano, None)
 
 
 def generate(
@@ -78,13 +102,17 @@ def generate(
     seed: int,
     soprano: list[int] | None,
     state: TaskState,
+    beats: float | None = None,
 ) -> Iterator[list[int]]:
-    """Sample ``n`` ids after BOS + ``prompt``; yields all ids after BOS every PREVIEW_EVERY
-    tokens and at the end.  With ``soprano``, every soprano token is taken from it instead."""
+    """Sample up to ``n`` ids after BOS + ``prompt``, stopping early at the end of the cycle
+    that brings the new part to ``beats`` beats; yields all ids after BOS every
+    PREVIEW_EVERY tokens and at the end.  With ``soprano``, every soprano token is taken
+    from it instead."""
     tok = model.tokenizer
     rng = np.random.default_rng(seed)
     masks = [tok.allowed(p) for p in range(tok.period)]
     stream = Stream(model, np.array([BOS, *prompt]), state)
+    done = 0.0  # beats written
     for i in range(n):
         state.check()
         phase = stream.phase
@@ -92,12 +120,15 @@ def generate(
             token = soprano[i // 4]
         else:
             token = int(sampler.choose(stream.logits, rng, masks[phase])[0])
-        if i + 1 < n:
-            stream.push(token)
-        else:
-            stream.ids.append(token)
-        if (i + 1) % PREVIEW_EVERY == 0 and i + 1 < n:
-            state.progress((i + 1) / n, f"{i + 1}/{n} tokens")
+        done += tok.beats_of(token, phase)
+        last = i + 1 >= n or (beats is not None and done >= beats - 1e-9)
+        if last:
+            stream.ids.append(token)  # no step for a token nothing follows
+            break
+        stream.push(token)
+        if (i + 1) % PREVIEW_EVERY == 0:
+            part = done / beats if beats else (i + 1) / n
+            state.progress(min(part, 1.0), f"{i + 1} tokens, {done:g} beats")
             yield stream.ids[1:]
     yield stream.ids[1:]
 
@@ -107,7 +138,8 @@ def run(params: dict[str, Any], ctx: PluginContext, state: TaskState) -> Iterato
         raise JobError(f"mode: {params['mode']!r} is not one of {', '.join(MODES)}")
     model = MusicModel.from_context(ctx)
     tok = model.tokenizer
-    prompt, n, soprano = plan(params, tok)
+    todo = plan(params, tok)
+    prompt = todo.prompt
     sampler = Sampler(float(params["temperature"]), int(params["top_k"]), float(params["top_p"]))
     tempo, program = float(params["tempo"]), program_of(params, tok)
     if prompt:
@@ -115,7 +147,9 @@ def run(params: dict[str, Any], ctx: PluginContext, state: TaskState) -> Iterato
     ids: list[int] = list(prompt)
     stopped = "length"
     try:
-        for ids in generate(model, prompt, n, sampler, params["seed"], soprano, state):
+        for ids in generate(
+            model, prompt, todo.max_tokens, sampler, params["seed"], todo.soprano, state, todo.beats
+        ):
             yield Preview("midi", notes=preview_notes(tok.decode_notes(ids), tempo, program))
     except Cancelled:
         stopped = "cancelled"  # keep what was made: the piece so far is the result

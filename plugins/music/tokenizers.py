@@ -123,8 +123,17 @@ class Tokenizer(ABC):
         return write_midi(self.decode_notes(ids), self.voice_names, tempo_bpm, program)
 
     def steps_per_bar(self) -> int:
-        """Tokens per 4/4 bar (how a length in bars becomes a number of tokens)."""
+        """About how many tokens a 4/4 bar takes (exact for grid schemes)."""
         return 16 * self.period
+
+    @abstractmethod
+    def beats_of(self, token: int, phase: int) -> float:
+        """How far ``token`` at ``phase`` moves the piece on, in beats (0 for a token that
+        does not end a cycle): how generation stops at a length in bars or seconds."""
+
+    @abstractmethod
+    def max_tokens_per_beat(self) -> int:
+        """The most tokens one beat can take: bounds the tokens of a length in beats."""
 
 
 class ChoraleTokenizer(Tokenizer):
@@ -177,6 +186,12 @@ class ChoraleTokenizer(Tokenizer):
                 grid[i // 4, i % 4] = p
         return grid
 
+    def beats_of(self, token: int, phase: int) -> float:
+        return 1.0 / self.STEPS_PER_BEAT if phase % 4 == 3 else 0.0  # the bass ends a step
+
+    def max_tokens_per_beat(self) -> int:
+        return 4 * self.STEPS_PER_BEAT
+
     def encode_notes(self, notes: Sequence[BeatNote]) -> list[int]:
         return self.encode_grid(notes_to_grid(notes, self.STEPS_PER_BEAT))
 
@@ -222,7 +237,14 @@ class SoloTokenizer(Tokenizer):
         return k if 1 <= k <= self.MAX_UNITS else None
 
     def steps_per_bar(self) -> int:
-        return 2 * 16  # about sixteen notes a bar: a length in bars is a guide for solo lines
+        return 2 * 16  # about sixteen notes a bar
+
+    def beats_of(self, token: int, phase: int) -> float:
+        units = self.id_units(token) if phase % 2 == 1 else None
+        return units / self.UNITS_PER_BEAT if units else 0.0  # a duration ends a pair
+
+    def max_tokens_per_beat(self) -> int:
+        return 2 * self.UNITS_PER_BEAT  # every pair one twelfth of a beat long
 
     def encode_notes(self, notes: Sequence[BeatNote]) -> list[int]:
         u = self.UNITS_PER_BEAT

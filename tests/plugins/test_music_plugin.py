@@ -16,11 +16,13 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
+from gdl_studio_plugins.music.compute import generate, plan
 from gdl_studio_plugins.music.sampling import Sampler
 from gdl_studio_plugins.music.tokenizers import (
     BOS,
     BeatNote,
     ChoraleTokenizer,
+    SoloTokenizer,
     beat_notes,
     write_midi,
 )
@@ -281,6 +283,50 @@ def test_the_same_seed_gives_the_same_piece(studio: Studio) -> None:
     c = run(studio, seed=8, length=3, temperature=1.0, top_p=0.9)
     assert tokens_of(a.result.midi) == tokens_of(b.result.midi) != tokens_of(c.result.midi)
     assert a.provenance.seed == 7 and a.provenance.extra["grammar_errors"] == 0
+
+
+def test_a_length_in_seconds_follows_the_tempo(studio: Studio) -> None:
+    out = run(studio, seed=3, length=6, unit="seconds", tempo=120, temperature=1.0)
+    # 6 s at 120 bpm = 12 beats = 48 grid steps of four tokens.
+    assert out.provenance.extra["generated_tokens"] == 48 * 4
+    assert out.result.midi.length <= 6.0 + 1e-6  # the file ends with the last note-off
+    bars = run(studio, seed=3, length=3, unit="bars", tempo=120, temperature=1.0)
+    assert tokens_of(bars.result.midi) == tokens_of(out.result.midi)  # 3 bars = 12 beats
+    with pytest.raises(JobError, match="unit"):
+        run(studio, seed=3, length=6, unit="minutes")
+
+
+class UniformSolo:
+    """Just enough of MusicModel for generate(): a solo-line tokenizer and flat logits."""
+
+    def __init__(self) -> None:
+        self.tokenizer = SoloTokenizer()
+        self.window = 1 << 20
+        self.flat = np.zeros(len(self.tokenizer), np.float32)
+
+    def clip_ids(self, ids: np.ndarray) -> np.ndarray:
+        return ids
+
+    def prefill(self, ids: np.ndarray, state: object) -> tuple[np.ndarray, None]:
+        return np.tile(self.flat, (1, ids.shape[1], 1)), None
+
+    def step(self, token: np.ndarray, cache: object, state: object) -> tuple[np.ndarray, None]:
+        return self.flat[None], None
+
+
+@pytest.mark.parametrize("unit,length,beats", [("bars", 2, 8.0), ("seconds", 5, 7.5)])
+def test_a_solo_line_stops_at_the_note_that_reaches_the_length(
+    unit: str, length: int, beats: float
+) -> None:
+    model = UniformSolo()
+    tok = model.tokenizer
+    todo = plan({"mode": "compose", "length": length, "unit": unit, "tempo": 90}, tok)
+    assert todo.beats == beats
+    *_, ids = generate(model, [], todo.max_tokens, Sampler(1.0), 0, None, TaskState(), todo.beats)
+    assert len(ids) % 2 == 0 and tok.grammar_errors(ids) == 0  # whole (pitch, duration) pairs
+    units = [tok.id_units(t) or 0 for t in ids[1::2]]
+    total = sum(units) / tok.UNITS_PER_BEAT
+    assert total >= beats and total - units[-1] / tok.UNITS_PER_BEAT < beats  # the last crosses
 
 
 def test_notes_stream_as_they_are_generated(studio: Studio) -> None:
