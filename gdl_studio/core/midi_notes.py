@@ -158,15 +158,19 @@ def notes_from_midi(
     return notes
 
 
-def notes_to_midi(notes: Iterable[Note], ticks_per_beat: int = 480) -> mido.MidiFile:
-    """A type 0 MIDI file at 120 bpm that plays ``notes`` (for previews and playback).
+def notes_to_midi(
+    notes: Iterable[Note], ticks_per_beat: int = 480, tempo: int = DEFAULT_TEMPO
+) -> mido.MidiFile:
+    """A type 0 MIDI file that plays ``notes`` (for previews, playback and drawn melodies) at
+    ``tempo`` microseconds a beat (default 120 bpm): the notes keep their times in seconds,
+    and a melody drawn on a grid of another tempo keeps its beats.
 
     Notes come from decoders fed by a network, so every value is clipped into what a MIDI
     file can hold (times into 0..MAX_SECONDS, pitch/velocity/program into 0..127, channel into
     0..15); a note with a time that is not a finite number is dropped.  Whatever the tokens,
     the file can be saved and read back.
     """
-    tempo = TempoMap(ticks_per_beat)
+    tempo_map = TempoMap(ticks_per_beat, [(0, tempo)])
     # (tick, order, message): at one tick, note_offs go before program changes and note_ons,
     # so a note repeated back to back is released before it is struck again.
     events: list[tuple[int, int, mido.Message]] = []
@@ -174,8 +178,8 @@ def notes_to_midi(notes: Iterable[Note], ticks_per_beat: int = 480) -> mido.Midi
         if not (math.isfinite(n.start) and math.isfinite(n.end)):
             continue
         start = min(max(float(n.start), 0.0), MAX_SECONDS)
-        on = round(tempo.tick(start))
-        off = max(on, round(tempo.tick(min(max(float(n.end), start), MAX_SECONDS))))
+        on = round(tempo_map.tick(start))
+        off = max(on, round(tempo_map.tick(min(max(float(n.end), start), MAX_SECONDS))))
         ch, pitch = int(n.channel) & 15, _data_byte(n.pitch)
         program = _data_byte(n.program)
         events.append((on, 1, mido.Message("program_change", channel=ch, program=program)))
@@ -183,7 +187,7 @@ def notes_to_midi(notes: Iterable[Note], ticks_per_beat: int = 480) -> mido.Midi
         events.append((on, 2, mido.Message("note_on", channel=ch, note=pitch, velocity=vel)))
         events.append((off, 0, mido.Message("note_off", channel=ch, note=pitch)))
     events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=DEFAULT_TEMPO, time=0)])
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
     current: dict[int, int] = {}
     last = 0
     for tick, _, msg in events:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from gdl_studio import __version__
+from gdl_studio.core.atomic import atomic_write
 from gdl_studio.core.cells import CellAction, Quiz, cell_actions
 from gdl_studio.core.discovery import PluginRecord
 from gdl_studio.core.history import HistoryEntry
@@ -104,7 +106,8 @@ class MainWindow(QMainWindow):
         self.image_canvas.quiz_changed.connect(self._quiz_changed)
         self.cell_actions: list[CellAction] = []
         self.text_canvas.save_requested.connect(lambda: self.save_current())
-        self.piano_roll.export_requested.connect(lambda: self.save_current())
+        self.piano_roll.export_requested.connect(self.export_roll)
+        self.piano_roll.use_as_input_requested.connect(self.use_drawn_notes)
         self.canvases = QStackedWidget()
         self.canvas_for = {"image": self.image_canvas, "text": self.text_canvas,
                            "midi": self.piano_roll}  # fmt: skip
@@ -523,6 +526,45 @@ class MainWindow(QMainWindow):
         try:
             save_result(result, prov, path, index=index)
         except (OSError, ValueError) as exc:  # a full disk, or values a format cannot hold
+            self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
+            return None
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        return path
+
+    def export_roll(self) -> Path | None:
+        """Export .mid: the result as generated, or the notes as drawn when they were edited."""
+        if not self.piano_roll.edited:
+            return self.save_current()
+        path_str, _ = QFileDialog.getSaveFileName(self, "Save notes", "notes.mid", "*.mid")
+        if not path_str:
+            return None
+        path = Path(path_str).with_suffix(".mid")
+        return self._write_drawn(path)
+
+    def use_drawn_notes(self) -> str:
+        """The piano roll's notes become the current plugin's MIDI input (saved first under
+        <data>/melodies, so a drawn melody outlives the window)."""
+        folder = self.studio.paths.data / "melodies"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.notify(f"Could not create {folder}: {exc}", error=True)
+            return "refused"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"melody-{stamp}.mid"
+        n = 1
+        while path.exists():
+            n += 1
+            path = folder / f"melody-{stamp}-{n}.mid"
+        if self._write_drawn(path) is None:
+            return "refused"
+        return self.open_file(path)
+
+    def _write_drawn(self, path: Path) -> Path | None:
+        midi = self.piano_roll.drawn_midi()
+        try:
+            atomic_write(path, lambda f: midi.save(file=f))
+        except (OSError, ValueError) as exc:
             self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
             return None
         self.statusBar().showMessage(f"Saved {path}", 5000)

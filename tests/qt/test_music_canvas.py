@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gdl_studio_plugins.music.tokenizers import ChoraleTokenizer
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 
 from gdl_studio.qt.main_window import MainWindow
 from tests.plugins.test_music_plugin import Bigram, make_studio, write_jsb_json
@@ -40,3 +40,35 @@ def test_generated_notes_stream_to_the_piano_roll(qtbot, window: MainWindow) -> 
         tok.encode_midi(result.midi)))  # fmt: skip
     shown = sorted((n.pitch, round(n.start, 6), round(n.end, 6)) for n in window.piano_roll.notes())
     assert shown == [(p, round(s, 6), round(e, 6)) for p, s, e in want]
+
+
+def test_a_melody_drawn_on_the_roll_is_harmonised(qtbot, window: MainWindow) -> None:
+    """Draw mode → Use as input → harmonise: the drawn notes are the soprano of the result."""
+    assert window.select_plugin("music")
+    roll = window.piano_roll
+    window.canvases.setCurrentWidget(roll)
+    roll.resize(900, 500)
+    roll.new_drawing()
+    view = roll.view
+    melody = [(67, 0.0, 1.0), (69, 1.0, 1.5), (71, 1.5, 2.0)]  # seconds at the 120 bpm grid
+    for pitch, start, end in melody:
+        y = round(view.pitch_to_y(pitch) + view.row_h / 2)
+        a, b = round(view.time_to_x(start + 0.01)), round(view.time_to_x(end - 0.01))
+        qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(a, y))
+        qtbot.mouseMove(view, QPoint(b, y))
+        qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(b, y))
+    assert [(n.pitch, n.start, n.end) for n in roll.notes()] == melody
+    roll.use_button.click()
+    path = Path(window.panel.values()["midi"])
+    assert path.parent == window.studio.paths.data / "melodies" and path.is_file()
+    window.panel.set_values({"mode": "harmonise", "temperature": 1.0, "length": 1})
+    with qtbot.waitSignal(window.runner.running_changed, timeout=20_000,
+                          check_params_cb=lambda running: not running):  # fmt: skip
+        qtbot.mouseClick(window.generate_button, Qt.MouseButton.LeftButton)
+    result, prov, _ = window.current
+    assert prov.params["mode"] == "harmonise"
+    tok = ChoraleTokenizer()
+    ids = tok.encode_midi(result.midi)
+    soprano = [tok.id_pitch(t) for t in ids[0::4]]
+    # 120 bpm: 2 s = 4 beats = 16 steps: G for 8 sixteenths, A for 4, B for 4.
+    assert soprano == [67] * 8 + [69] * 4 + [71] * 4

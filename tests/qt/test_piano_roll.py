@@ -322,3 +322,84 @@ def test_real_sink_loops_and_plays_to_the_end(qtbot) -> None:
     with qtbot.waitSignal(player.state_changed, timeout=15_000, check_params_cb=lambda s: not s):
         player.play(midi)  # 0.25 s of notes + 1 s of release, then it stops by itself
     assert errors == [] and seen and max(seen) == pytest.approx(1.25, abs=0.1)
+
+
+# ------------------------------------------------------------------------------- draw mode
+
+
+def _row_y(view, pitch: int) -> int:
+    return round(view.pitch_to_y(pitch) + view.row_h / 2)
+
+
+def test_draw_mode_adds_notes_on_the_sixteenth_grid(roll, qtbot) -> None:
+    canvas, _ = roll
+    view = canvas.view
+    canvas.new_drawing()
+    assert canvas.drawing() and canvas.notes() == [] and canvas.use_button.isVisible()
+    # 120 bpm: a sixteenth is 0.125 s. Press a little after 1.0 s, drag to a little before 1.5.
+    y = _row_y(view, 64)
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(round(view.time_to_x(1.03)), y))
+    qtbot.mouseMove(view, QPoint(round(view.time_to_x(1.45)), y))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(round(view.time_to_x(1.45)), y))
+    (note,) = canvas.notes()
+    assert note.pitch == 64
+    assert note.start == pytest.approx(1.0) and note.end == pytest.approx(1.5)
+    # A click without a drag is one sixteenth.
+    x = round(view.time_to_x(2.06))
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(x, _row_y(view, 67)))
+    assert [(n.pitch, round(n.start, 3), round(n.end, 3)) for n in canvas.notes()] == [
+        (64, 1.0, 1.5),
+        (67, 2.0, 2.125),
+    ]
+    assert canvas.edited and canvas.midi() is None
+
+
+def test_clicking_a_drawn_note_removes_it_and_ctrl_z_brings_it_back(roll, qtbot) -> None:
+    canvas, player = roll
+    view = canvas.view
+    before = canvas.notes()  # C4 1-2 s and G4 3-4 s
+    canvas.set_drawing(True)
+    centre = canvas.view.note_rect(before[0]).center().toPoint()
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=centre)
+    assert [n.pitch for n in canvas.notes()] == [67]
+    centre = canvas.view.note_rect(canvas.notes()[0]).center().toPoint()
+    qtbot.mouseClick(view, Qt.MouseButton.RightButton, pos=centre)
+    assert canvas.notes() == []
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert canvas.notes() == before
+    canvas.play()
+    assert player.plays[-1][0] is not None  # the edited notes play (rendered from the notes)
+    qtbot.keyClick(canvas, Qt.Key.Key_D)
+    assert not canvas.drawing() and not canvas.use_button.isVisible()
+
+
+def test_a_melody_drawn_on_another_tempo_keeps_its_beats(qtbot) -> None:
+    canvas = PianoRollCanvas(FakePlayer())
+    qtbot.addWidget(canvas)
+    canvas.resize(800, 400)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    midi = mido.MidiFile(type=0, ticks_per_beat=480)  # 80 bpm: a beat is 0.75 s
+    midi.tracks.append(mido.MidiTrack([
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(80)),
+        mido.Message("note_on", note=60, velocity=100, time=0),
+        mido.Message("note_off", note=60, time=480 * 8),
+    ]))  # fmt: skip
+    canvas.set_midi(midi)
+    canvas.new_drawing()
+    view = canvas.view
+    y = _row_y(view, 61)
+    a, b = round(view.time_to_x(0.76)), round(view.time_to_x(1.49))  # beat 2, to the end of it
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=QPoint(a, y))
+    qtbot.mouseMove(view, QPoint(b, y))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=QPoint(b, y))
+    out = canvas.drawn_midi()
+    tempo = next(m.tempo for m in out.tracks[0] if m.type == "set_tempo")
+    assert tempo == mido.bpm2tempo(80)
+    ticks = [0]
+    for m in out.tracks[0]:
+        ticks.append(ticks[-1] + m.time)
+    on = [t for t, m in zip(ticks[1:], out.tracks[0], strict=True) if m.type == "note_on"]
+    off = [t for t, m in zip(ticks[1:], out.tracks[0], strict=True) if m.type == "note_off"]
+    assert on == [480] and off == [960]  # exactly the second beat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,6 +14,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QKeyEvent,
+    QKeySequence,
     QMouseEvent,
     QPainter,
     QPaintEvent,
@@ -61,6 +63,7 @@ class _RollView(QWidget):
     seek_requested = Signal(float)
     loop_changed = Signal()
     resized = Signal()
+    notes_edited = Signal(list)  # draw mode: the notes after an edit
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -83,6 +86,10 @@ class _RollView(QWidget):
         self._drag_from: float | None = None
         self._dragging = False
         self._ruler_press = False
+        # Draw mode: drag in the notes to add one (on the grid's 16ths), click one to remove it.
+        self.drawing = False
+        self._new_note: Note | None = None
+        self._press_note: int | None = None  # the note a draw-mode press landed on
 
     # -- geometry -----------------------------------------------------------------------------
     def roll_width(self) -> float:
@@ -104,6 +111,37 @@ class _RollView(QWidget):
 
     def visible_span(self) -> tuple[float, float]:
         return self.t0, self.t0 + self.roll_width() / self.pps
+
+    def y_to_pitch(self, y: float) -> int:
+        """The pitch whose row holds ``y`` (the inverse of :meth:`pitch_to_y`)."""
+        return min(127, max(0, math.ceil(self.top - (y - RULER_H) / self.row_h)))
+
+    def _beat_at(self, t: float) -> tuple[float, float]:
+        """(start, length) in seconds of the beat holding ``t``, from the grid's beat lines
+        (the piece's tempo); before the first line or past the last the nearest beat's length
+        repeats."""
+        times = [b for b, _ in self.beats]
+        if len(times) < 2:
+            times = [0.0, 0.5]  # no grid: 120 bpm
+        i = min(max(bisect.bisect_right(times, t) - 1, 0), len(times) - 2)
+        return times[i], times[i + 1] - times[i]
+
+    def sixteenth(self, t: float) -> float:
+        return self._beat_at(t)[1] / 4
+
+    def snap(self, t: float, up: bool = False) -> float:
+        """``t`` moved onto the grid's sixteenth notes (down, or ``up``)."""
+        start, beat = self._beat_at(t)
+        k = (t - start) / (beat / 4)
+        k = math.ceil(k - 1e-6) if up else math.floor(k + 1e-6)
+        return max(0.0, start + k * beat / 4)
+
+    def note_at(self, pos: QPointF) -> int | None:
+        """The index of the note drawn under ``pos`` (the last one drawn on top), if any."""
+        for i in range(len(self.notes) - 1, -1, -1):
+            if self.note_rect(self.notes[i]).contains(pos):
+                return i
+        return None
 
     def _clamp(self) -> None:
         rows = (self.height() - RULER_H) / self.row_h
@@ -165,6 +203,10 @@ class _RollView(QWidget):
         event.accept()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if self.drawing and pos.x() >= KEYS_W and pos.y() >= RULER_H:
+            self._draw_press(event)
+            return
         if event.button() != Qt.MouseButton.LeftButton or event.position().x() < KEYS_W:
             return super().mousePressEvent(event)
         self._drag_from = max(0.0, self.x_to_time(event.position().x()))
@@ -174,6 +216,13 @@ class _RollView(QWidget):
         event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._new_note is not None:
+            note = self._new_note
+            end = self.snap(max(self.x_to_time(event.position().x()), note.start), up=True)
+            end = max(end, note.start + self.sixteenth(note.start))
+            self._new_note = dataclasses.replace(note, end=end)
+            self.update()
+            return
         if self._drag_from is None or not self._ruler_press:
             return
         here = max(0.0, self.x_to_time(event.position().x()))
@@ -184,6 +233,9 @@ class _RollView(QWidget):
             self.update()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._new_note is not None or self._press_note is not None:
+            self._draw_release(event)
+            return
         if self._drag_from is None:
             return
         if not self._dragging:
@@ -195,6 +247,35 @@ class _RollView(QWidget):
         self._drag_from = None
         self._dragging = False
 
+    def _draw_press(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        hit = self.note_at(pos)
+        if event.button() == Qt.MouseButton.RightButton:
+            if hit is not None:
+                self._edit([n for i, n in enumerate(self.notes) if i != hit])
+        elif event.button() == Qt.MouseButton.LeftButton:
+            if hit is not None:
+                self._press_note = hit  # removed on release, unless the press becomes a drag
+            else:
+                start = self.snap(max(0.0, self.x_to_time(pos.x())))
+                self._new_note = Note(
+                    self.y_to_pitch(pos.y()), start, start + self.sixteenth(start), 100, 0, 0
+                )
+                self.update()
+        event.accept()
+
+    def _draw_release(self, event: QMouseEvent) -> None:
+        note, self._new_note = self._new_note, None
+        hit, self._press_note = self._press_note, None
+        if note is not None:
+            self._edit(sorted([*self.notes, note], key=lambda n: (n.start, n.pitch)))
+        elif hit is not None and self.note_at(event.position()) == hit:
+            self._edit([n for i, n in enumerate(self.notes) if i != hit])
+        event.accept()
+
+    def _edit(self, notes: list[Note]) -> None:
+        self.notes_edited.emit(notes)
+
     # -- painting -----------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
@@ -203,6 +284,9 @@ class _RollView(QWidget):
         self._paint_lanes(p)
         self._paint_grid(p, t_start, t_end)
         self._paint_notes(p, t_start, t_end)
+        if self._new_note is not None:
+            p.setBrush(QColor(255, 230, 120, 200))
+            p.drawRect(self.note_rect(self._new_note))
         self._paint_ruler(p)
         if self.loop:
             a, b = self.time_to_x(self.loop[0]), self.time_to_x(self.loop[1])
@@ -291,9 +375,14 @@ class _RollView(QWidget):
 
 class PianoRollCanvas(QWidget):
     """Piano roll with playback: Space plays/stops, drag on the ruler to loop a range,
-    Ctrl+wheel zooms time, Shift+wheel scrolls time, the wheel scrolls pitch."""
+    Ctrl+wheel zooms time, Shift+wheel scrolls time, the wheel scrolls pitch.
+
+    Draw mode (D, or the Draw button) edits the notes: drag to add one on the grid's
+    sixteenths, click (or right-click) one to remove it, Ctrl+Z undoes; *Use as input* hands
+    the notes to the current plugin as a MIDI file (e.g. a melody to harmonise)."""
 
     export_requested = Signal()
+    use_as_input_requested = Signal()
 
     def __init__(self, player: Any | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -305,16 +394,32 @@ class PianoRollCanvas(QWidget):
         self._midi: mido.MidiFile | None = None
         self._play_midi: mido.MidiFile | None = None  # what play() hands the player
         self._needs_fit = True
+        self._grid_midi: mido.MidiFile | None = None  # whose beat lines the grid follows
+        self._undo: list[list[Note]] = []
+        self.edited = False  # the notes shown were changed in draw mode
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         self.view = _RollView(self)
         self.view.seek_requested.connect(self._seek)
         self.view.loop_changed.connect(self._update_time_label)
         self.view.resized.connect(self._on_view_resized)
+        self.view.notes_edited.connect(self._apply_edit)
         self.play_button = self._button("▶ Play", "Play or stop (Space)", self.toggle_play)
         self.fit_button = self._button("Fit", "Show the whole piece", self.fit)
         self.export_button = self._button(
             "Export .mid…", "Save this MIDI file", self.export_requested.emit
+        )
+        self.draw_button = self._button(
+            "✎ Draw",
+            "Draw notes (D): drag to add one, click one to remove it, Ctrl+Z undoes",
+            lambda: self.set_drawing(self.draw_button.isChecked()),
+        )
+        self.draw_button.setCheckable(True)
+        self.new_button = self._button("New", "Start an empty roll to draw on", self.new_drawing)
+        self.use_button = self._button(
+            "Use as input",
+            "Give these notes to the current plugin as its MIDI file (e.g. a melody to harmonise)",
+            self.use_as_input_requested.emit,
         )
         self.time_label = QLabel()
         self.error_label = QLabel()
@@ -326,7 +431,14 @@ class PianoRollCanvas(QWidget):
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
-        for widget in (self.play_button, self.fit_button, self.export_button):
+        for widget in (
+            self.play_button,
+            self.fit_button,
+            self.export_button,
+            self.draw_button,
+            self.new_button,
+            self.use_button,
+        ):
             bar.addWidget(widget)
         bar.addStretch(1)
         bar.addWidget(self.time_label)
@@ -347,6 +459,44 @@ class PianoRollCanvas(QWidget):
         button.clicked.connect(lambda _checked=False: slot())
         return button
 
+    # -- drawing ------------------------------------------------------------------------------
+    def set_drawing(self, on: bool) -> None:
+        self.view.drawing = on
+        self.draw_button.setChecked(on)
+        self.view.setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.ArrowCursor)
+        self._refresh_buttons()
+
+    def drawing(self) -> bool:
+        return self.view.drawing
+
+    def new_drawing(self) -> None:
+        """An empty roll in draw mode (undoable)."""
+        self.set_drawing(True)
+        if self.view.notes:
+            self._apply_edit([])
+
+    def _apply_edit(self, notes: list[Note]) -> None:
+        self._undo.append(list(self.view.notes))
+        self._set_drawn(notes)
+
+    def undo(self) -> bool:
+        if not self._undo:
+            return False
+        self._set_drawn(self._undo.pop())
+        return True
+
+    def _set_drawn(self, notes: list[Note]) -> None:
+        self.stop()
+        self._midi = self._play_midi = None
+        self.edited = True
+        self._show(notes, 0.0, self._grid_midi)
+
+    def drawn_midi(self) -> mido.MidiFile:
+        """The notes shown as a MIDI file at the grid's tempo, so that they keep their beats
+        (a melody drawn on an 80 bpm piece is written at 80 bpm)."""
+        _, beat = self.view._beat_at(0.0)
+        return notes_to_midi(self.view.notes, tempo=max(1, round(beat * 1e6)))
+
     # -- content ------------------------------------------------------------------------------
     def set_midi(self, midi: mido.MidiFile) -> None:
         """Show (and make playable) a whole MIDI file."""
@@ -359,6 +509,9 @@ class PianoRollCanvas(QWidget):
             self._on_error(f"This MIDI file cannot be shown: {exc}")
             return
         self._midi = self._play_midi = midi
+        self._grid_midi = midi
+        self._undo.clear()
+        self.edited = False
         self.view.loop = None
         self._show(notes, length, midi)
         self.set_playhead(0.0)
@@ -372,6 +525,9 @@ class PianoRollCanvas(QWidget):
             self.view.user_moved = False  # new content, not the next chunk of a stream
         self._midi = None
         self._play_midi = None
+        self._grid_midi = None
+        self._undo.clear()
+        self.edited = False
         self._show(sorted((_as_note(n) for n in notes), key=lambda n: n.start), 0.0, None)
         if not self.view.user_moved:
             self.fit()
@@ -383,7 +539,9 @@ class PianoRollCanvas(QWidget):
 
     def clear(self) -> None:
         self.stop()
-        self._midi = self._play_midi = None
+        self._midi = self._play_midi = self._grid_midi = None
+        self._undo.clear()
+        self.edited = False
         self.view.loop = None
         self._show([], 0.0, None)
         self.set_playhead(0.0)
@@ -487,6 +645,9 @@ class PianoRollCanvas(QWidget):
         self.play_button.setText("■ Stop" if playing else "▶ Play")
         self.play_button.setEnabled(playing or bool(self.view.notes))
         self.export_button.setEnabled(bool(self.view.notes))
+        self.new_button.setVisible(self.view.drawing)
+        self.use_button.setVisible(self.view.drawing)
+        self.use_button.setEnabled(bool(self.view.notes))
 
     def _update_time_label(self) -> None:
         def fmt(t: float) -> str:
@@ -501,6 +662,13 @@ class PianoRollCanvas(QWidget):
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self.toggle_play()
+            event.accept()
+            return
+        if event.key() == Qt.Key.Key_D and not event.modifiers():
+            self.set_drawing(not self.drawing())
+            event.accept()
+            return
+        if event.matches(QKeySequence.StandardKey.Undo) and self.undo():
             event.accept()
             return
         super().keyPressEvent(event)
