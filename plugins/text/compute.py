@@ -90,22 +90,27 @@ def generate(
 ) -> Iterator[Generated]:
     """Sample up to ``length`` characters; yields the growing text every CHUNK characters and
     once at the end (the caller slices off what it has already shown)."""
-    rng = np.random.default_rng(seed)
+    # One uniform per character, drawn up front: the same stream as drawing them one by one.
+    draws = np.random.default_rng(seed).random(length).tolist()
     logits, state = start.logits, start.state
     out = Generated()
     chars: list[str] = []
+    vocab = model.vocab.chars
+    watch = stop != "length"
     tail = start.shown[-8:]
     token = np.zeros(1, np.int64)
     for i in range(length):
-        task.check()
-        idx, p = sampler.choose(logits[0], rng)
-        ch = model.vocab.chars[idx]
-        if stop != "length" and ends_here(tail, ch, stop):
-            out.stopped = stop
-            break
+        if i % CHUNK == 0:
+            task.check()
+        idx, p = sampler.choose(logits[0], draws[i])
+        ch = vocab[idx]
+        if watch:
+            if ends_here(tail, ch, stop):
+                out.stopped = stop
+                break
+            tail = (tail + ch)[-8:]
         chars.append(ch)
         out.probs.append(p)
-        tail = (tail + ch)[-8:]
         if i + 1 < length:
             token[0] = idx
             logits, state = model.step(token, state)

@@ -42,6 +42,7 @@ class CharModel:
     def __init__(self, session: Any, vocab: Vocabulary) -> None:
         self.session = session
         self.vocab = vocab
+        self._outputs = list(OUTPUTS)  # built once: step() runs once per character
         shapes = session.input_shapes
         missing = [n for n in INPUTS if n not in shapes]
         if missing:
@@ -70,7 +71,7 @@ class CharModel:
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """Logits for the next character of each row, and the new state."""
         feeds = {"token": tokens.astype(np.int64, copy=False), "h": state[0], "c": state[1]}
-        logits, h, c = self.session.run(feeds, OUTPUTS)
+        logits, h, c = self.session.run(feeds, self._outputs)
         return logits, (h, c)
 
     def prefill(

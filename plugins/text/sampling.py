@@ -58,24 +58,24 @@ class Sampler:
             p[order[before >= self.top_p]] = 0.0  # the most likely one is always kept
         return p
 
-    def choose(self, logits: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
-        """One character id and the probability the model itself (T = 1, unfiltered) gave
-        it.  One uniform draw per call, so a seed fixes the whole text.
+    def choose(self, logits: np.ndarray, u: float) -> tuple[int, float]:
+        """One character id for the uniform draw ``u`` in [0, 1), and the probability the model
+        itself (T = 1, unfiltered) gave it.  The caller draws ``u`` even when greedy, so
+        changing T never shifts the stream of draws and a seed fixes the whole text.
 
         This runs once per generated character, so it works on ``exp(logits - max)`` directly
-        (the softmax up to its sum) instead of building log-probabilities first: the same
-        draws as :meth:`distribution`, in a third of the numpy calls."""
-        u = rng.random()  # drawn even when greedy: changing T never shifts the stream
+        (the softmax up to its sum) instead of building log-probabilities first, and calls
+        array methods rather than numpy's module functions (their dispatch costs more than the
+        arithmetic on a vocabulary-sized row): the same draws as :meth:`distribution`."""
         z = logits.astype(np.float64)
         z -= z.max()
         e = np.exp(z)
         if self.greedy:
-            i = int(np.argmax(z))
+            i = int(z.argmax())
         else:
             plain = self.temperature == 1.0 and self.top_k == 0 and self.top_p >= 1.0
-            p = e if plain else self._filtered(np.exp(z / self.temperature))
-            cdf = np.cumsum(p)
-            i = int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1))
+            cdf = (e if plain else self._filtered(np.exp(z / self.temperature))).cumsum()
+            i = min(int(cdf.searchsorted(u * cdf[-1], side="right")), len(cdf) - 1)
         return i, float(e[i] / e.sum())
 
 

@@ -214,8 +214,20 @@ def test_top_k_and_top_p_keep_only_the_likeliest() -> None:
     assert set(np.flatnonzero(p75)) == {1, 2, 3}
     assert set(np.flatnonzero(Sampler(1.0, top_p=0.05).distribution(logits))) == {1}
     rng = np.random.default_rng(0)
-    draws = {Sampler(1.0, top_k=2).choose(logits, rng)[0] for _ in range(300)}
+    draws = {Sampler(1.0, top_k=2).choose(logits, rng.random())[0] for _ in range(300)}
     assert draws == {1, 2}
+
+
+def test_a_draw_follows_the_distribution_it_is_drawn_from() -> None:
+    """choose() (the per-character fast path) maps evenly spread draws u onto each character
+    in proportion to distribution() (the reference), for every kind of sampler."""
+    logits = np.log(np.array([0.05, 0.4, 0.3, 0.15, 0.1])) + 3.0
+    grid = (np.arange(20000) + 0.5) / 20000
+    for sampler in (Sampler(1.0), Sampler(0.5), Sampler(1.3, top_k=3), Sampler(0.8, top_p=0.6)):
+        counts = np.bincount([sampler.choose(logits, u)[0] for u in grid], minlength=5)
+        assert np.allclose(counts / len(grid), sampler.distribution(logits), atol=1e-3), sampler
+    i, p = Sampler(0.0).choose(logits, 0.999)
+    assert i == 1 and np.isclose(p, 0.4)  # greedy ignores u; p is the model's own probability
 
 
 def test_sentence_and_paragraph_ends() -> None:
