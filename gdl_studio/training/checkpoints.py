@@ -128,3 +128,70 @@ def restore_rng(
         f"note: the checkpoint was written by {len(states)} process(es), this run has "
         f"{d.world}: {what_differs}",
     )
+
+
+# ---------------------------------------------------------------------------- a trainer's state
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class Checkpointed:
+    """``state()``, ``save()`` and ``load()`` for a trainer whose checkpoint is the state dicts
+    of its networks and optimisers, its step and seconds, every rank's random state, the
+    commands that ran it, and a few plain values of its own.
+
+    A trainer says what it keeps: ``saved_objects()`` (checkpoint key → anything with
+    ``state_dict``/``load_state_dict``), ``saved_values()`` (checkpoint key → plain value;
+    collective, like ``state()``) read back by ``restore_values()``, ``FORMAT`` and
+    ``RNG_NOTE`` (what differs when a run resumes on another number of processes)."""
+
+    FORMAT = 1
+    RNG_NOTE = "training continues, but not as the same random stream"
+
+    # Set by the trainer.
+    cfg: dict[str, Any]
+    d: Dist
+    out: Path
+    step: int
+    seconds: float
+    per_epoch: int
+    commands: list[str]
+
+    def saved_objects(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def saved_values(self) -> dict[str, Any]:
+        return {}
+
+    def restore_values(self, ck: dict[str, Any]) -> None:
+        """Read back what ``saved_values`` stored."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything --resume needs (tensors and plain Python: loads with weights_only).
+        Collective: every rank must call it."""
+        state: dict[str, Any] = {"format": self.FORMAT, "config": self.cfg}
+        state.update({k: obj.state_dict() for k, obj in self.saved_objects().items()})
+        state.update(
+            step=self.step,
+            epoch=self.step / self.per_epoch,
+            seconds=self.seconds,
+            world_size=self.d.world,
+            rng=gather_rng(self.d),
+        )
+        state.update(self.saved_values())
+        state["commands"] = self.commands
+        return state
+
+    def save(self, name: str = CHECKPOINT) -> None:
+        """Write ``out/name`` (the main process; collective)."""
+        state = self.state()
+        if self.d.main:
+            atomic_save(state, self.out / name)
+
+    def load(self, ck: dict[str, Any]) -> None:
+        for key, obj in self.saved_objects().items():
+            obj.load_state_dict(ck[key])
+        self.step, self.seconds = int(ck["step"]), float(ck["seconds"])
+        self.commands = list(ck.get("commands", []))
+        self.restore_values(ck)
+        restore_rng(ck.get("rng") or [], self.d, self.cfg["seed"], self.step, self.RNG_NOTE)

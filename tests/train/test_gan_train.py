@@ -7,9 +7,7 @@ module takes well under a minute on two CPU cores.  Skipped without torch (the [
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from gdl_studio_plugins.gan.train.models import (  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gdl_studio.core.runtime import sha256_file  # noqa: E402
+from tests.fixtures.images import write_idx  # noqa: E402
 
 from .conftest import exit_code, load, run_python, torchrun_two, words  # noqa: E402
 
@@ -60,14 +59,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "squares" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     (root / "discs" / "readme.txt").write_text("not an image")
     return root
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file (the MNIST format) of uint8 data, gzip-compressed."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture(scope="module")

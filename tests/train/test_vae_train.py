@@ -9,11 +9,6 @@ module takes well under a minute on two CPU cores.  Skipped without torch (the [
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -33,15 +28,10 @@ from gdl_studio_plugins.vae.train.models import (  # noqa: E402
 )
 from PIL import Image  # noqa: E402
 
-from tests.train.test_gan_train import write_idx  # noqa: E402
+from tests.fixtures.images import write_idx  # noqa: E402
+from tests.train.conftest import REPO, exit_code, load, run_python, torchrun_two  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = ["--width", "4", "--threads", "1", "--batch", "8", "--log-every", "2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +67,7 @@ def fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(argv: list[str]) -> int:
-    try:
-        return train_vae.main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return exit_code(train_vae.main, argv)
 
 
 def face_args(faces: Path, out: Path, *extra: str) -> list[str]:
@@ -190,11 +173,8 @@ def test_resume_continues_exactly(faces: Path, tmp_path: Path, capsys) -> None:
 def test_data_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = subprocess.run(
-        [sys.executable, "-m", train_vae.MODULE, "--data", "faces", "--data-path", str(empty),
-         "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
-    )  # fmt: skip
+    r = run_python(["-m", train_vae.MODULE, "--data", "faces", "--data-path", str(empty),
+                    "--out", str(tmp_path / "o")])  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert (
         r.stderr.strip().splitlines()[-1]
@@ -208,44 +188,13 @@ def test_ddp_two_processes(faces: Path, tmp_path: Path) -> None:
     """torchrun with two gloo processes: rank 0 alone writes, and both ranks end with the
     same weights, which are the checkpoint's."""
     out = tmp_path / "ddp"
-    script = tmp_path / "ddp_worker.py"
-    script.write_text(
-        textwrap.dedent("""
-        import os, sys
-        from pathlib import Path
-        import torch
-        from gdl_studio.training.distributed import setup, teardown
-        from gdl_studio_plugins.vae.train import train_vae
-
-        rank = int(os.environ["RANK"])
-        out = Path(sys.argv[sys.argv.index("--out") + 1])
-        saved = train_vae.atomic_save
-
-        def counting_save(obj, path):
-            with open(out.parent / f"saves-rank{rank}.txt", "a") as f:
-                f.write(f"{path}\\n")
-            saved(obj, path)
-
-        train_vae.atomic_save = counting_save
-        argv = sys.argv[1:]
-        args = train_vae.build_parser().parse_args(argv)
-        d = setup(args.device, args.threads)
-        trainer = train_vae.prepare(argv, args, d)
-        assert trainer.run() == 0
-        torch.save(trainer.model.state_dict(), out.parent / f"weights-rank{rank}.pt")
-        teardown(d)
-    """)
+    r = torchrun_two(
+        tmp_path,
+        "gdl_studio_plugins.vae.train.train_vae",
+        "trainer.model.state_dict()",
+        face_args(faces, out, "--steps", "6"),
+        timeout=600,
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
-         *face_args(faces, out, "--steps", "6")],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stdout and r.stdout.count("done: step 6/6") == 1
     # 32 images, batch 8 (4 per rank): 4 steps per epoch -> saved at steps 4 and 6, by rank 0.

@@ -40,11 +40,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.core.datasets import DatasetError
 from gdl_studio.training.checkpoints import (
-    atomic_save,
-    gather_rng,
+    CHECKPOINT,
+    Checkpointed,
     previous_run,
     rank_seed,
-    restore_rng,
 )
 from gdl_studio.training.cli import (
     Options,
@@ -64,7 +63,6 @@ from .models import UNet
 
 MODULE = "gdl_studio_plugins.diffusion.train.train_diffusion"
 PROG = "train_diffusion"
-CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 DEFAULT_EPOCHS = 20
 TEST_IMAGES = 1000
@@ -211,7 +209,7 @@ def scale(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(127.5).sub_(1.0)
 
 
-class Trainer:
+class Trainer(Checkpointed):
     """One run: the network and its EMA copy, the optimiser, the data order, the loop."""
 
     def __init__(self, cfg: dict[str, Any], train: Any, test: Any, d: Dist, out: Path) -> None:
@@ -282,41 +280,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "config": self.cfg,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "epoch": self.step / self.per_epoch,
-            "seconds": self.seconds,
-            "world_size": self.d.world,
-            "rng": gather_rng(self.d),
-            "history": self.history,
-            "commands": self.commands,
-        }
+    FORMAT = FORMAT  # the module's: --resume checks it
+    RNG_NOTE = "the data order is the same, the noise levels and flips are not"
 
-    def save(self) -> None:
-        state = self.state()
-        if self.d.main:
-            atomic_save(state, self.out / CHECKPOINT)
+    def saved_objects(self) -> dict[str, Any]:
+        return {"model": self.model, "ema": self.ema, "optimizer": self.opt}
 
-    def load(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
-        self.ema.load_state_dict(ck["ema"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.step, self.seconds = int(ck["step"]), float(ck["seconds"])
-        self.commands = list(ck.get("commands", []))
+    def saved_values(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def restore_values(self, ck: dict[str, Any]) -> None:
         self.history = list(ck.get("history", []))
-        restore_rng(
-            ck.get("rng") or [],
-            self.d,
-            self.cfg["seed"],
-            self.step,
-            "the data order is the same, the noise levels and flips are not",
-        )
 
     # ------------------------------------------------------------------ steps
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.training import checkpoints, cli
+from gdl_studio.training.checkpoints import CHECKPOINT, Checkpointed
 from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
 
@@ -36,7 +37,6 @@ from .model import MusicTransformer, sample_ids
 
 MODULE = "gdl_studio_plugins.music.train.train"
 PROG = "train"
-CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 FORMAT = 1
 RESUMABLE = {
@@ -138,7 +138,7 @@ def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[s
     return cfg
 
 
-class Trainer:
+class Trainer(Checkpointed):
     """One run: the model, its optimiser, the batches, the loop and its files."""
 
     def __init__(self, cfg: dict[str, Any], data: Dataset, d: Dist, out: Path) -> None:
@@ -188,36 +188,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "config": self.cfg,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "epoch": self.step / self.per_epoch,
-            "seconds": self.seconds,
-            "world_size": self.d.world,
-            "rng": checkpoints.gather_rng(self.d),
-            "val_history": self.val_history,
-            "commands": self.commands,
-        }
+    FORMAT = FORMAT  # the module's: --resume checks it
+    RNG_NOTE = "the batches are the same, the dropout masks are not"
 
-    def save(self, name: str = CHECKPOINT) -> None:
-        state = self.state()
-        if self.d.main:
-            checkpoints.atomic_save(state, self.out / name)
+    def saved_objects(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt}
 
-    def load(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.step, self.seconds = int(ck["step"]), float(ck["seconds"])
-        self.commands = list(ck.get("commands", []))
+    def saved_values(self) -> dict[str, Any]:
+        return {"val_history": self.val_history}
+
+    def restore_values(self, ck: dict[str, Any]) -> None:
         self.val_history = list(ck.get("val_history", []))
-        checkpoints.restore_rng(
-            ck.get("rng") or [], self.d, self.cfg["seed"], self.step,
-            "the batches are the same, the dropout masks are not",
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ steps
 

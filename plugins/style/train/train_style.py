@@ -30,6 +30,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.training import checkpoints, cli
+from gdl_studio.training.checkpoints import CHECKPOINT, Checkpointed
 from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
 from gdl_studio.training.images import grid_image, save_png
@@ -45,7 +46,6 @@ from .johnson import (
 
 MODULE = "gdl_studio_plugins.style.train.train_style"
 PROG = "train_style"
-CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 DEFAULT_STEPS = 4000
 SAMPLE_PHOTOS = 4  # content photos in each sample grid (besides the --preview ones)
@@ -216,7 +216,7 @@ class RunLog:
         checkpoints.atomic_write_text(self.path, buf.getvalue())
 
 
-class Trainer:
+class Trainer(Checkpointed):
     """One run: the style network, the loss, the optimiser, the loop and its files."""
 
     def __init__(
@@ -287,41 +287,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
-        """Everything --resume needs (tensors and plain Python: loads with weights_only).
-        Collective: every rank must call it."""
-        return {
-            "format": FORMAT,
-            "config": self.cfg,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "epoch": self.step / self.per_epoch,
-            "seconds": self.seconds,
-            "world_size": self.d.world,
-            "rng": checkpoints.gather_rng(self.d),
-            "last": self.last,
-            "commands": self.commands,
-        }
+    FORMAT = FORMAT  # the module's: --resume checks it
+    RNG_NOTE = "the network continues, but the crops differ from an uninterrupted run"
 
-    def save(self) -> None:
-        state = self.state()
-        if self.d.main:
-            checkpoints.atomic_save(state, self.out / CHECKPOINT)
+    def saved_objects(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt}
 
-    def load(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.step, self.seconds = int(ck["step"]), float(ck["seconds"])
-        self.commands = list(ck.get("commands", []))
+    def saved_values(self) -> dict[str, Any]:
+        return {"last": self.last}
+
+    def restore_values(self, ck: dict[str, Any]) -> None:
         self.last = dict(ck.get("last", {}))
-        checkpoints.restore_rng(
-            ck.get("rng") or [],
-            self.d,
-            self.cfg["seed"],
-            self.step,
-            "the network continues, but the crops differ from an uninterrupted run",
-        )
 
     # ------------------------------------------------------------------ steps
 

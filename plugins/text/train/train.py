@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.training import checkpoints, cli
+from gdl_studio.training.checkpoints import CHECKPOINT, Checkpointed
 from gdl_studio.training.distributed import Dist, all_sum, gather_rows
 from gdl_studio.training.errors import TrainError
 
@@ -36,7 +37,6 @@ from .model import CharLSTM
 
 MODULE = "gdl_studio_plugins.text.train.train"
 PROG = "train"
-CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the checkpoint of the lowest validation loss so far (what to export)
 FORMAT = 1
 # What a resumed run may change: how long it runs and what it reports, not what it learns.
@@ -162,7 +162,7 @@ def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[s
     return cfg
 
 
-class Trainer:
+class Trainer(Checkpointed):
     """One run: the model, its optimiser, the streams, the loop and its files."""
 
     def __init__(self, cfg: dict[str, Any], data: TextData, d: Dist, out: Path) -> None:
@@ -203,48 +203,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
-        """Everything --resume needs (tensors and plain Python: loads with weights_only).
-        Collective: every rank must call it."""
+    FORMAT = FORMAT  # the module's: --resume checks it
+    RNG_NOTE = "the data is the same, the dropout masks are not"
+
+    def saved_objects(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt}
+
+    def saved_values(self) -> dict[str, Any]:
         carry = None
-        if self.carry is not None:  # the state of all streams, in stream order
+        if self.carry is not None:  # the state of all streams, in stream order (collective)
             carry = [gather_rows(t, self.d, dim=1) for t in self.carry]
-        return {
-            "format": FORMAT,
-            "config": self.cfg,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "epoch": self.step / self.per_epoch,
-            "seconds": self.seconds,
-            "world_size": self.d.world,
-            "rng": checkpoints.gather_rng(self.d),
-            "carry": carry,
-            "val_history": self.val_history,
-            "commands": self.commands,
-        }
+        return {"carry": carry, "val_history": self.val_history}
 
-    def save(self) -> None:
-        state = self.state()
-        if self.d.main:
-            checkpoints.atomic_save(state, self.out / CHECKPOINT)
-
-    def load(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.step, self.seconds = int(ck["step"]), float(ck["seconds"])
-        self.commands = list(ck.get("commands", []))
+    def restore_values(self, ck: dict[str, Any]) -> None:
         self.val_history = list(ck.get("val_history", []))
         if ck.get("carry") is not None and self.step % self.per_epoch:
             rows = self.streams.rows
             self.carry = tuple(t[:, rows].to(self.d.device) for t in ck["carry"])  # type: ignore[assignment]
-        checkpoints.restore_rng(
-            ck.get("rng") or [],
-            self.d,
-            self.cfg["seed"],
-            self.step,
-            "the data is the same, the dropout masks are not",
-        )
 
     # ------------------------------------------------------------------ steps
 
@@ -292,9 +267,7 @@ class Trainer:
         best = min([v["val_nll"] for v in self.val_history] + [val])
         self.val_history.append({"step": self.step, "epoch": round(epoch, 4), "val_nll": val})
         if improved:
-            state = self.state()
-            if self.d.main:
-                checkpoints.atomic_save(state, self.out / BEST)
+            self.save(BEST)
         if not self.d.main:
             return
         self.log.write(self.step, epoch, val_nll=val)
