@@ -8,14 +8,17 @@ ONNX and shipped in ``assets/eval/<dataset>-classifier/`` with a card that holds
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gdl_studio.core import datasets
 from gdl_studio.core.datasets import ImageSet
 from gdl_studio.core.discovery import assets_folder
 from gdl_studio.core.errors import StudioError
+from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.manifest import GraphSpec
 from gdl_studio.core.metrics import frechet_distance, memorization_share
 from gdl_studio.core.runtime import SessionFactory
@@ -65,6 +68,47 @@ class FeatureClassifier:
             logits.append(lo)
             feats.append(fe)
         return np.concatenate(logits), np.concatenate(feats)
+
+
+CLASS_DATASETS = ("fashion", "cifar10")  # the datasets with an evaluation classifier
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """What the sample-quality evaluation of a model trained on a class dataset reads: the
+    dataset's train and test splits and its evaluation classifier."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classifier: FeatureClassifier
+
+    @classmethod
+    def for_model(
+        cls, ctx: PluginContext, data: Path | None = None, classifier: Path | None = None
+    ) -> EvalSet:
+        """The set for ``ctx``'s model (its manifest's ``dataset``); ``data`` and
+        ``classifier`` replace the default locations."""
+        plugin = ctx.record.id
+        if ctx.model is None:
+            raise JobError(f"the {plugin} plugin has no model to evaluate")
+        name = str(ctx.model.extras.get("dataset", ""))
+        if name not in CLASS_DATASETS:
+            raise JobError(f"no evaluation data and classifier for dataset {name!r}")
+        train = datasets.load(name, "train", data)
+        test = datasets.load(name, "test", data)
+        return cls(name, train, test, FeatureClassifier(ctx.studio.factory, name, classifier))
+
+    def scores(self, samples: np.ndarray, requested: np.ndarray | None) -> dict[str, Any]:
+        """:func:`evaluate_images` on this set, with what was evaluated against."""
+        out = evaluate_images(samples, requested, self.train, self.test, self.classifier)
+        out.update({
+            "dataset": self.name,
+            "data_source": self.train.source,
+            "split": "test",
+            "classifier_sha256": self.classifier.card["sha256"],
+        })  # fmt: skip
+        return out
 
 
 def evaluate_images(

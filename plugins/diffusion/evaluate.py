@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from gdl_studio.core import datasets
-from gdl_studio.core.host import JobError, PluginContext
-from gdl_studio.core.image_eval import FeatureClassifier, evaluate_images, to_uint8
+from gdl_studio.core.host import PluginContext
+from gdl_studio.core.image_eval import EvalSet, to_uint8
 from gdl_studio.core.jobs import TaskState
 from gdl_studio.core.metrics import frechet_distance
 
@@ -66,20 +65,14 @@ def evaluate(
     step_counts: tuple[int, ...] = STEP_COUNTS,
     classifier: Path | None = None,
 ) -> dict[str, Any]:
-    if ctx.model is None:
-        raise JobError("the diffusion plugin has no model to evaluate")
-    name = str(ctx.model.extras.get("dataset", ""))
-    if name not in ("fashion", "cifar10"):
-        raise JobError(f"no evaluation data and classifier for dataset {name!r}")
     t0 = time.perf_counter()
-    train = datasets.load(name, "train", data)
-    test = datasets.load(name, "test", data)
+    ev = EvalSet.for_model(ctx, data, classifier)
+    train, clf = ev.train, ev.classifier
     den = Denoiser(ctx)
-    clf = FeatureClassifier(ctx.studio.factory, name, classifier)
     images, labels = sample(den, samples, 50)
-    out = evaluate_images(images, labels, train, test, clf)
+    out = ev.scores(images, labels)
     sample_seconds = time.perf_counter() - t0
-    _, test_feats = clf(test.images)
+    _, test_feats = clf(ev.test.images)
     rng = np.random.default_rng(1)
     sub = train.images[
         rng.choice(len(train), size=min(by_steps_samples, len(train)), replace=False)
@@ -101,10 +94,6 @@ def evaluate(
         "fd_by_steps": by_steps,
         "fd_by_eta_50_steps": by_eta,
         "fd_by_steps_samples": by_steps_samples,
-        "dataset": name,
-        "data_source": train.source,
-        "split": "test",
-        "classifier_sha256": clf.card["sha256"],
         "sample_seconds": round(sample_seconds, 1),
         "eval_seconds": round(time.perf_counter() - t0, 1),
     })  # fmt: skip

@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from gdl_studio.core import datasets
-from gdl_studio.core.host import JobError, PluginContext
-from gdl_studio.core.image_eval import FeatureClassifier, evaluate_images, to_uint8
+from gdl_studio.core.host import PluginContext
+from gdl_studio.core.image_eval import EvalSet, to_uint8
 from gdl_studio.core.jobs import TaskState
 
 from .compute import Generator
@@ -39,23 +38,10 @@ def evaluate(
     samples: int = 10_000,
     classifier: Path | None = None,
 ) -> dict[str, Any]:
-    if ctx.model is None:
-        raise JobError("the gan plugin has no model to evaluate")
-    name = str(ctx.model.extras.get("dataset", ""))
-    if name not in ("fashion", "cifar10"):
-        raise JobError(f"no evaluation data and classifier for dataset {name!r}")
     t0 = time.perf_counter()
-    train = datasets.load(name, "train", data)
-    test = datasets.load(name, "test", data)
+    ev = EvalSet.for_model(ctx, data, classifier)
     gen = Generator(ctx)
     images, labels = sample(gen, samples)
-    clf = FeatureClassifier(ctx.studio.factory, name, classifier)
-    out = evaluate_images(images, labels, train, test, clf)
-    out.update({
-        "dataset": name,
-        "data_source": train.source,
-        "split": "test",
-        "classifier_sha256": clf.card["sha256"],
-        "eval_seconds": round(time.perf_counter() - t0, 1),
-    })  # fmt: skip
+    out = ev.scores(images, labels)
+    out["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return out
