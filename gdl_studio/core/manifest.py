@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gdl_studio.core.graph_rewrites import REWRITES
 from gdl_studio.core.params import FILE_TYPES, PARAM_TYPES, ParamError, ParamSpec
 
 MANIFEST_NAME = "plugin.toml"
@@ -40,6 +41,9 @@ class GraphSpec:
     # Dimensions the manifest declares by name (e.g. "height") while the file fixes them are
     # freed when the graph is loaded, for fully convolutional networks exported at one size.
     free_dims: bool = False
+    # Exact graph rewrites made at load (gdl_studio.core.graph_rewrites.REWRITES), for a file
+    # the project cannot re-export, e.g. "instance-norm" for the Magenta style networks.
+    rewrites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,9 @@ _TOP_KEYS = {
     "inputs", "outputs", "icon",
 }  # fmt: skip
 _MODEL_KEYS = {"id", "name", "card", "default", "description", "graphs", "extras"}
-_GRAPH_KEYS = {"file", "sha256", "inputs", "outputs", "threads", "package", "free_dims"}
+_GRAPH_KEYS = {
+    "file", "sha256", "inputs", "outputs", "threads", "package", "free_dims", "rewrites",
+}  # fmt: skip
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
     "multiline", "choices_from", "extras",
@@ -220,7 +226,17 @@ def _graph(name: str, raw: dict[str, Any], where: str) -> GraphSpec:
         threads=_threads(_opt(raw, "threads", int, where, 0), where),
         package=_package(_opt(raw, "package", str, where, ""), where),
         free_dims=_opt(raw, "free_dims", bool, where, False),
+        rewrites=_rewrites(_opt(raw, "rewrites", list, where, []), where),
     )
+
+
+def _rewrites(value: list[Any], where: str) -> tuple[str, ...]:
+    unknown = [v for v in value if v not in REWRITES]
+    if unknown:
+        raise ManifestError(
+            f"{where}rewrites: {unknown[0]!r} is not one of {', '.join(sorted(REWRITES))}"
+        )
+    return tuple(value)
 
 
 def _package(value: str, where: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gdl_studio.core.errors import StudioError
+from gdl_studio.core.graph_rewrites import REWRITES
 from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.manifest import GraphSpec
 from gdl_studio.core.onnx_check import check_external_data
@@ -128,26 +129,33 @@ def _ort_session(path: str | bytes, providers: Sequence[str], threads: int = 0) 
     return rt.InferenceSession(path, sess_options=opts, providers=list(providers))
 
 
-def freed_dims(path: Path, graph: GraphSpec) -> bytes:
-    """The model at ``path`` with every input/output dimension that the manifest names (a
-    string such as "height") but the file fixes turned into a named one, as bytes for
-    ONNX Runtime.  Intermediate shapes are dropped so that ONNX Runtime infers them anew.
+def prepared_model(path: Path, graph: GraphSpec) -> bytes:
+    """The model at ``path`` as the manifest asks for it, as bytes for ONNX Runtime:
 
-    Uses the ``onnx`` package (protobuf editing); ONNX Runtime cannot relax a fixed input."""
+    - ``free_dims``: every input/output dimension that the manifest names (a string such as
+      "height") but the file fixes is turned into a named one (ONNX Runtime cannot relax a
+      fixed input); intermediate shapes are dropped so that it infers them anew;
+    - ``rewrites``: the exact rewrites of :mod:`gdl_studio.core.graph_rewrites`.
+
+    Uses the ``onnx`` package (protobuf editing)."""
     import onnx
 
     model = onnx.load(str(path))
-    pairs = ((model.graph.input, graph.inputs), (model.graph.output, graph.outputs))
-    for values, declared in pairs:
-        for value in values:
-            dims = value.type.tensor_type.shape.dim
-            want = declared.get(value.name)
-            if want is None or len(want) != len(dims):
-                continue
-            for dim, name in zip(dims, want, strict=True):
-                if isinstance(name, str) and dim.HasField("dim_value"):
-                    dim.dim_param = name
-    del model.graph.value_info[:]
+    if graph.free_dims:
+        pairs = ((model.graph.input, graph.inputs), (model.graph.output, graph.outputs))
+        for values, declared in pairs:
+            for value in values:
+                dims = value.type.tensor_type.shape.dim
+                want = declared.get(value.name)
+                if want is None or len(want) != len(dims):
+                    continue
+                for dim, name in zip(dims, want, strict=True):
+                    if isinstance(name, str) and dim.HasField("dim_value"):
+                        dim.dim_param = name
+        del model.graph.value_info[:]
+    for name in graph.rewrites:
+        if REWRITES[name](model):
+            del model.graph.value_info[:]
     return bytes(model.SerializeToString())
 
 
@@ -184,8 +192,8 @@ class ModelSession:
     def _create(self, providers: Sequence[str]) -> Any:
         try:
             source: Any = str(self.path)
-            if self.graph is not None and self.graph.free_dims:
-                source = freed_dims(self.path, self.graph)
+            if self.graph is not None and (self.graph.free_dims or self.graph.rewrites):
+                source = prepared_model(self.path, self.graph)
             if self.graph is not None and self.graph.threads:
                 session = self._make(source, providers, threads=self.graph.threads)
             else:

