@@ -30,9 +30,9 @@ class GraphSpec:
     sha256: str
     inputs: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
     outputs: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
-    # ONNX Runtime intra-op threads for this graph (0: its default, one per core). A small
-    # graph called once per token (an LSTM step) is faster on one thread: splitting each tiny
-    # op across cores costs more than it saves, and stalls whenever another core is busy.
+    # ONNX Runtime intra-op threads for this graph (0: its default, one per core). For a small
+    # graph called once per token it is worth measuring (benchmarks/step_threads.py): the
+    # text LSTM's and the music step's were fastest on exactly two.
     threads: int = 0
     # The file lies in this installed Python package (``file`` relative to its folder) rather
     # than beside the plugin: a network a pip package already ships (the style plugin's

@@ -55,10 +55,10 @@ def bench(ctx: PluginContext, repeat: int = 40) -> dict[str, Any]:
     if diff > 1e-3:
         raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
 
-    # One thread each: the step graph runs on one ONNX Runtime thread (its manifest says so:
-    # a small graph called per token), so torch gets one too.
+    # Torch gets as many threads as the manifest gives the step graph (GraphSpec.threads).
+    step_threads = ctx.model.graphs["step"].threads if ctx.model else 0
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(step_threads or threads)
     try:
         with_cache, without, torch_ms, ort_ms = time_lengths(model, module, valid_ids, repeat)
     finally:
@@ -79,7 +79,7 @@ def bench(ctx: PluginContext, repeat: int = 40) -> dict[str, Any]:
         "generate_tokens_per_s": round(len(done) / seconds, 1),
         "generated_tokens": len(done),
         "max_abs_diff": diff,
-        "threads": 1,
+        "threads": step_threads or threads,
         "repeat": repeat,
         "architecture": card["architecture"],
     }

@@ -172,7 +172,7 @@ def manifest_table(card: dict[str, Any], out_dir: Path, default: bool = False) -
             "[models.graphs.step]",
             f'file = "{name}/step.onnx"',
             f'sha256 = "{card["files"]["step.onnx"]}"',
-            "threads = 1",
+            "threads = 2",  # fastest per token (benchmarks/step_threads.py)
             "[models.graphs.step.inputs]",
             'token = ["batch"]',
             *cache_in,
