@@ -13,7 +13,7 @@ width (GraphSpec.free_dims) and it runs here at the photo's own size.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext
 from gdl_studio.core.imageio import InputError, open_image
-from gdl_studio.core.jobs import TaskState
+from gdl_studio.core.jobs import Cancelled, TaskState
 from gdl_studio.core.results import Preview, Result
 from gdl_studio.core.sample_photos import sample_photo
 
@@ -32,6 +32,15 @@ STYLE_SIDE = 256  # the style-prediction network's input (a centre crop of the p
 MULTIPLE = 4  # both transform networks downsample by 4: sides are padded to a multiple
 MAX_SIDE = 4096  # the largest side the networks are run at (memory grows with the area)
 SHEET_TILE = 256
+# The classic (Gatys) mode optimises the pixels through a loss-and-gradient graph (one forward
+# and backward pass per step: ~0.1 s at 384 px on two cores), so it works smaller by default.
+CLASSIC_SIDE = 384  # its long side when Size is 0
+CLASSIC_MAX = 1024  # and at the most
+CLASSIC_MULTIPLE = 32  # the graph's sides are multiples of this
+CLASSIC_LAYERS = 11  # style blocks 0-10 of EfficientNet-Lite0
+CLASSIC_CONTENT_CHANNELS = 240  # block 4's, the content layer
+LEARNING_RATE = 0.03  # Adam's step on pixels in [-1, 1]
+PREVIEW_EVERY = 5
 
 
 def preset_weights(text: str) -> np.ndarray:
@@ -164,6 +173,130 @@ class Networks:
         return from_nchw(np.asarray(out), photo.size)
 
 
+def style_layer_weights(text: str) -> np.ndarray:
+    """'0 2 4 7 10' -> the classic mode's per-block style weights (each chosen block 1 / n)."""
+    chosen: set[int] = set()
+    for part in re.split(r"[,;\s]+", text.strip()):
+        if not part:
+            continue
+        try:
+            block = int(part)
+        except ValueError:
+            raise JobError(f"style layers: {part!r} is not a block number") from None
+        if not 0 <= block < CLASSIC_LAYERS:
+            raise JobError(f"style layers: block {block} is not one of 0 to {CLASSIC_LAYERS - 1}")
+        chosen.add(block)
+    if not chosen:
+        raise JobError("style layers: give at least one block (0 to 10), e.g. '0 2 4 7 10'")
+    w = np.zeros(CLASSIC_LAYERS, np.float32)
+    w[sorted(chosen)] = 1.0 / len(chosen)
+    return w
+
+
+def signed(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """(1, 3, H, W) float32 in [-1, 1] of ``image`` resized to ``size`` (W, H)."""
+    pixels = np.asarray(image.convert("RGB").resize(size, Image.Resampling.LANCZOS), np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None] / 127.5 - 1.0)
+
+
+def unsigned_image(x: np.ndarray) -> Image.Image:
+    return to_image(np.ascontiguousarray(((x[0] + 1.0) / 2.0).transpose(1, 2, 0)))
+
+
+def total_variation(x: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean squared difference of neighbouring pixels (vertical + horizontal) of the image
+    in [0, 1] (the fast networks' TV term), and its gradient with respect to ``x`` in [-1, 1]."""
+    u = (x + 1.0) / 2.0
+    dy = u[..., 1:, :] - u[..., :-1, :]
+    dx = u[..., :, 1:] - u[..., :, :-1]
+    grad = np.zeros_like(u)
+    grad[..., 1:, :] += 2 * dy / dy.size
+    grad[..., :-1, :] -= 2 * dy / dy.size
+    grad[..., :, 1:] += 2 * dx / dx.size
+    grad[..., :, :-1] -= 2 * dx / dx.size
+    return float((dy * dy).mean() + (dx * dx).mean()), grad / 2.0
+
+
+def classic_size(photo: Image.Image, params: dict[str, Any]) -> tuple[int, int]:
+    """The classic mode's working size: Size (or CLASSIC_SIDE), at most CLASSIC_MAX and the
+    photo's own, sides rounded to multiples of CLASSIC_MULTIPLE."""
+    side = min(params["size"] or CLASSIC_SIDE, CLASSIC_MAX, max(photo.size))
+    scale = side / max(photo.size)
+    m = CLASSIC_MULTIPLE
+    return (max(m, round(photo.width * scale / m) * m), max(m, round(photo.height * scale / m) * m))
+
+
+class Classic:
+    """Gatys et al.'s optimisation of the image itself, through the loss-and-gradient graph
+    (plugins/style/train/gatys.py): Adam on the pixels, from the photo."""
+
+    def __init__(self, nets: Networks, params: dict[str, Any], state: TaskState) -> None:
+        self.session = nets.ctx.session()
+        self.state = state
+        self.style_weights = float(params["style_weight"]) * style_layer_weights(
+            str(params["style_layers"])
+        )
+        self.content_weight = np.array([params["content_weight"]], np.float32)
+        self.tv_weight = float(params["tv_weight"])
+        self.painting = open_painting(params["painting"], "Painting")
+
+    def _run(self, x: np.ndarray, content: np.ndarray, grams: np.ndarray, cw: np.ndarray,
+             sw: np.ndarray) -> list[np.ndarray]:  # fmt: skip
+        feeds = {"image": x, "content": content, "grams": grams, "content_weight": cw,
+                 "style_weights": sw}  # fmt: skip
+        return self.session.run(feeds, state=self.state)
+
+    def targets(self, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The photo's block-4 features and the painting's Gram matrices (the painting at the
+        photo's long side)."""
+        nothing = np.zeros(1, np.float32), np.zeros(CLASSIC_LAYERS, np.float32)
+        n_grams = self.session.input_shapes["grams"][0]
+        empty = np.zeros(n_grams, np.float32)
+
+        def no_content(x: np.ndarray) -> np.ndarray:
+            h, w = x.shape[2] // 8, x.shape[3] // 8
+            return np.zeros((1, CLASSIC_CONTENT_CHANNELS, h, w), np.float32)
+
+        content = self._run(photo, no_content(photo), empty, *nothing)[2]
+        side = max(photo.shape[2:])
+        painting = fit(self.painting, side) if max(self.painting.size) > side else self.painting
+        m = CLASSIC_MULTIPLE
+        size = (max(m, round(painting.width / m) * m), max(m, round(painting.height / m) * m))
+        style = signed(painting, size)
+        grams = self._run(style, no_content(style), empty, *nothing)[3]
+        return content, grams
+
+    def optimise(
+        self, photo: Image.Image, size: tuple[int, int], steps: int
+    ) -> Generator[Preview, None, tuple[Image.Image, list[float], str]]:
+        """Yields a preview every PREVIEW_EVERY steps; returns the image, the loss of each
+        step, and why it stopped ("steps" or "cancelled": a cancel keeps the image so far)."""
+        x = signed(photo, size)
+        losses: list[float] = []
+        stopped = "steps"
+        try:
+            self.state.progress(0.02, "reading the photo and the painting")
+            content, grams = self.targets(x)
+            m, v = np.zeros_like(x), np.zeros_like(x)
+            b1, b2 = 0.9, 0.999
+            for t in range(1, steps + 1):
+                loss, grad = self._run(x, content, grams, self.content_weight,
+                                       self.style_weights)[:2]  # fmt: skip
+                tv, tv_grad = total_variation(x)
+                g = grad + self.tv_weight * tv_grad
+                losses.append(float(loss) + self.tv_weight * tv)
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                step = LEARNING_RATE * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+                x = np.clip(x - step.astype(np.float32), -1.0, 1.0)
+                self.state.progress(t / steps, f"step {t}/{steps}, loss {losses[-1]:.4g}")
+                if t % PREVIEW_EVERY == 0 and t < steps and self.state.wants_previews:
+                    yield Preview("image", images=[unsigned_image(x)])
+        except Cancelled:
+            stopped = "cancelled"
+        return unsigned_image(x), losses, stopped
+
+
 def open_painting(path: str, what: str) -> Image.Image:
     if not path:
         raise JobError(f"{what}: drop a painting (or any picture) to use as the style")
@@ -193,6 +326,15 @@ def stylize(nets: Networks, params: dict[str, Any], photo: Image.Image,
             own = nets.style_vector(photo, state)
             vector = params["strength"] * vector + (1 - params["strength"]) * own
         return to_image(nets.transform(to_float(photo), vector, state))
+    if kind == "gatys":
+        steps = int(params["iterations"])
+        work = Classic(nets, params, state).optimise(photo, classic_size(photo, params), steps)
+        try:
+            while True:
+                next(work)
+        except StopIteration as done:
+            image, _losses, _stopped = done.value
+        return image
     return nets.own(photo, state)
 
 
@@ -260,12 +402,32 @@ def run(params: dict[str, Any], ctx: PluginContext, state: TaskState) -> Iterato
 def one_photo(nets: Networks, params: dict[str, Any], state: TaskState) -> Iterator[Any]:
     photo, name = load_photo(params, state)
     mask = load_mask(params)
+    if nets.kind == "gatys":
+        return (yield from classic_photo(nets, params, photo, name, mask, state))
     size = working_size(photo, params)
     original = photo.resize(size, Image.Resampling.LANCZOS) if size != photo.size else photo
     state.progress(0.1, f"styling {name} at {size[0]}x{size[1]}")
     out = finish(stylize(nets, params, original, state), original, params, mask, nets.kind)
     yield Preview("image", images=[out])
     return Result.image([out], source=name, size=list(size), network=nets.kind)
+
+
+def classic_photo(nets: Networks, params: dict[str, Any], photo: Image.Image, name: str,
+                  mask: Image.Image | None, state: TaskState) -> Iterator[Any]:  # fmt: skip
+    """The classic mode on one photo: previews as the image changes; a cancel keeps it."""
+    size = classic_size(photo, params)
+    if (params["size"] or CLASSIC_SIDE) > CLASSIC_MAX:
+        state.notice(f"the classic mode works at {CLASSIC_MAX} px at the most")
+    steps = int(params["iterations"])
+    classic = Classic(nets, params, state)
+    original = photo.resize(size, Image.Resampling.LANCZOS)
+    state.progress(0.0, f"optimising {name} at {size[0]}x{size[1]} for {steps} steps")
+    image, losses, stopped = yield from classic.optimise(original, size, steps)
+    out = finish(image, original, params, mask, "gatys")
+    if stopped != "cancelled":  # after a cancel the next yield must be the result
+        yield Preview("image", images=[out])
+    return Result.image([out], source=name, size=list(size), network="gatys", steps=len(losses),
+                        losses=[round(v, 6) for v in losses], stopped=stopped)  # fmt: skip
 
 
 def contact_sheet(nets: Networks, params: dict[str, Any], state: TaskState) -> Iterator[Any]:

@@ -216,3 +216,72 @@ def test_eval_sheet_and_full_size_beats_enlarging(studio: Studio, tmp_path: Path
     painting = out["any_painting"]
     assert painting["sharpness"] > painting["peer_sharpness"]
     assert painting["edge_corr"] > painting["peer_edge_corr"]
+
+
+# ------------------------------------------------------------------ classic (Gatys) mode
+
+
+def test_classic_mode_optimises_the_photo_towards_the_painting(
+    studio: Studio, tmp_path: Path
+) -> None:
+    from gdl_studio.core.jobs import TaskState
+
+    photo = picture(tmp_path / "photo.png", (100, 70))
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::8] = [230, 40, 40]
+    stripes[::8, :] = [40, 40, 230]
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    previews: list[Any] = []
+    params = {"image": str(photo), "painting": str(tmp_path / "stripes.png"), "size": 64,
+              "iterations": 12}  # fmt: skip
+    out = run_job(
+        prepare_job(studio, "style", model_id="gatys-lite0", params={"seed": 1, **params}),
+        TaskState(on_preview=previews.append),
+    )
+    (image,) = out.result.images
+    assert image.size == (64, 32 * round(64 * 70 / 100 / 32))  # sides multiples of 32
+    losses = out.provenance.extra["losses"]
+    assert len(losses) == 12 and losses[-1] < 0.8 * losses[0]
+    assert out.provenance.extra["stopped"] == "steps" and len(previews) >= 3
+    again = styled(studio, "gatys-lite0", **params).result.images[0]
+    np.testing.assert_array_equal(pixels(again), pixels(image))  # deterministic
+    # The style weight is what pulls the image away from the photo.
+    none = styled(studio, "gatys-lite0", **params, style_weight=0.0, tv_weight=0.0)
+    photo_small = pixels(Image.open(photo).resize(image.size, Image.Resampling.LANCZOS))
+    assert (
+        np.abs(pixels(none.result.images[0]) - photo_small).mean()
+        < np.abs(pixels(image) - photo_small).mean()
+    )
+
+
+def test_classic_mode_cancel_keeps_the_image_and_bad_settings_say_why(
+    studio: Studio, tmp_path: Path
+) -> None:
+    from gdl_studio.core.jobs import TaskState
+
+    photo = str(picture(tmp_path / "photo.png", (64, 64)))
+    painting = str(picture(tmp_path / "painting.png", (64, 64), seed=4))
+    state = TaskState()
+    state._on_preview = lambda _p: state.cancel()
+    params = {"seed": 1, "image": photo, "painting": painting, "size": 64, "iterations": 500}
+    out = run_job(prepare_job(studio, "style", model_id="gatys-lite0", params=params), state)
+    assert out.provenance.extra["stopped"] == "cancelled"
+    assert 0 < out.provenance.extra["steps"] < 500 and out.result.images[0].size == (64, 64)
+    with pytest.raises(JobError, match="style layers: block 11"):
+        styled(studio, "gatys-lite0", image=photo, painting=painting, style_layers="2 11")
+    with pytest.raises(JobError, match="Painting: drop a painting"):
+        styled(studio, "gatys-lite0", image=photo, iterations=2)
+
+
+def test_total_variation_gradient_matches_finite_differences() -> None:
+    from gdl_studio_plugins.style.compute import total_variation
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 5, 6))
+    _, grad = total_variation(x)
+    eps = 1e-6
+    for index in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 2, 4, 5)]:
+        up, down = x.copy(), x.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric = (total_variation(up)[0] - total_variation(down)[0]) / (2 * eps)
+        assert numeric == pytest.approx(grad[index], rel=1e-5, abs=1e-9)

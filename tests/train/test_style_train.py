@@ -354,3 +354,71 @@ def test_export_refuses_another_checkpoint(tmp_path: Path, capsys) -> None:
     assert exit_code(export.main, words("--checkpoint", bogus, "--out", tmp_path / "m")) == 2
     assert "not a train_style checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "m" / "model.onnx").exists()
+
+
+# ------------------------------------------------------------------ classic (Gatys) graph
+
+
+def test_gatys_graph_matches_autograd_through_the_reference(reference: torch.nn.Module) -> None:
+    """The hand-written backward of the classic mode's loss, in float64, against autograd
+    through efficientnet-lite-pytorch; the features and Gram outputs are the targets' own."""
+    import copy
+
+    from gdl_studio_plugins.style.train.gatys import GatysGraph, reference_loss
+    from gdl_studio_plugins.style.train.perceptual import FeatureTaps, gram
+
+    net = copy.deepcopy(reference).double()
+    graph = GatysGraph(net).double().eval()
+    assert graph.channels[4] == 240 and len(graph.channels) == 11
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    photo, painting, image = (rand(1, 3, 64, 96) * 2 - 1 for _ in range(3))
+    zeros = (
+        torch.zeros(1, 240, 8, 12, dtype=torch.float64),
+        torch.zeros(sum(graph.gram_sizes), dtype=torch.float64),
+        torch.zeros(1, dtype=torch.float64),
+        torch.zeros(11, dtype=torch.float64),
+    )
+    with torch.no_grad():
+        content = graph(photo, *zeros)[2]
+        grams = graph(painting, *zeros)[3]
+        loss, grad, feats, image_grams = graph(image, content, grams, torch.tensor([1.5],
+                                               dtype=torch.float64), sw := rand(11))  # fmt: skip
+    taps = FeatureTaps(net, list(range(11)))
+    targets = [t.reshape(c, c) for t, c in zip(torch.split(grams, graph.gram_sizes),
+                                                 graph.channels, strict=True)]  # fmt: skip
+    x = image.clone().requires_grad_(True)
+    want = reference_loss(taps, x, content, targets, 1.5, sw)
+    want.backward()
+    assert x.grad is not None
+    assert loss.item() == pytest.approx(want.item(), rel=1e-10)
+    assert float((grad - x.grad).norm() / x.grad.norm()) < 1e-10
+    with torch.no_grad():
+        ref = taps((image + 1) / 2)
+    assert torch.allclose(feats, ref[4])
+    assert torch.allclose(image_grams, torch.cat([gram(a)[0].reshape(-1) for a in ref]))
+
+
+def test_gatys_export_checks_and_runs_in_onnx_runtime(tmp_path: Path, capsys) -> None:
+    import onnxruntime as ort
+    from gdl_studio_plugins.style.train import export_gatys
+
+    out = tmp_path / "gatys-test"
+    assert export_gatys.main(["--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["check"]["grad"] < 1e-3 and card["sha256"] == export.sha256_file(out / "model.onnx")
+    assert 'kind = "gatys"' in capsys.readouterr().out
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    n = sum(card["architecture"]["gram_sizes"])
+    loss, grad, feats, grams = sess.run(None, {
+        "image": np.zeros((1, 3, 64, 32), np.float32),
+        "content": np.zeros((1, 240, 8, 4), np.float32),
+        "grams": np.zeros(n, np.float32),
+        "content_weight": np.ones(1, np.float32),
+        "style_weights": np.zeros(11, np.float32),
+    })  # fmt: skip
+    assert grad.shape == (1, 3, 64, 32) and feats.shape == (1, 240, 8, 4) and grams.shape == (n,)
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
