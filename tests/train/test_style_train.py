@@ -422,3 +422,13 @@ def test_gatys_export_checks_and_runs_in_onnx_runtime(tmp_path: Path, capsys) ->
     })  # fmt: skip
     assert grad.shape == (1, 3, 64, 32) and feats.shape == (1, 240, 8, 4) and grams.shape == (n,)
     assert np.isfinite(loss).all() and np.isfinite(grad).all()
+
+
+def test_bench_of_a_shipped_own_network_compares_with_torch() -> None:
+    from gdl_studio.core.host import JobError, Studio, call_command
+
+    studio = Studio.create(include_entry_points=False)
+    out = call_command(studio, "style", "bench", "van-gogh-auvers", repeat=1)
+    assert out["max_abs_diff"] < 1e-3 and out["ratio"] > 0 and out["megapixel_s"] > 0
+    with pytest.raises(JobError, match="classic model"):
+        call_command(studio, "style", "bench", "gatys-lite0", repeat=1)
