@@ -23,7 +23,7 @@ from .tokenizers import BOS, BeatNote, ChoraleTokenizer, TokenError, Tokenizer, 
 
 MODES = ("compose", "continue", "harmonise")
 PREVIEW_EVERY = 64  # tokens between previews: a bar of the chorales, a few notes of a solo
-DEFAULT_PROGRAMS = {"chorale": 52, "solo": 42}  # General MIDI: choir aahs, cello
+DEFAULT_PROGRAMS = {"chorale": 52, "solo": 42, "general": 0}  # GM: choir aahs, cello, piano
 
 
 def preview_notes(
@@ -120,7 +120,10 @@ def generate(
             token = soprano[i // 4]
         else:
             token = int(sampler.choose(stream.logits, rng, masks[phase])[0])
-        done += tok.beats_of(token, phase)
+        gain = tok.beats_of(token, phase)
+        if beats is not None and gain and phase != tok.period - 1 and done + gain >= beats - 1e-9:
+            break  # an event that would begin at the length (general MIDI): the piece ends
+        done += gain
         last = i + 1 >= n or (beats is not None and done >= beats - 1e-9)
         if last:
             stream.ids.append(token)  # no step for a token nothing follows

@@ -1,6 +1,6 @@
 """Tokenizers: MIDI <-> token ids for the music transformer (numpy + mido, no torch).
 
-Two schemes, one class each, on a shared base whose grammar is data (``allowed``: which ids
+Three schemes, one class each, on a shared base whose grammar is data (``allowed``: which ids
 may come at each phase of the cycle), as in MidiTok:
 
 - :class:`ChoraleTokenizer`: four voices (soprano, alto, tenor, bass) on the 16th-note grid,
@@ -14,9 +14,17 @@ may come at each phase of the cycle), as in MidiTok:
   duration scheme of Foster's cello-suite transformer; durations are whole twelfths of a beat
   (16ths and triplets are exact), from 1/12 to 4 beats; longer notes are split.
 
-miditok is not used: neither scheme is one of its tokenizations (its REMI/MIDILike/... are
-event schemes for any MIDI, the stretch goal here), and the app would have to ship it and
-symusic to decode two small fixed schemes that mido already covers.
+- :class:`GeneralTokenizer`: any MIDI file (every instrument but the drums, merged into one
+  part) as note events of four tokens — the time since the previous note began, pitch,
+  length and loudness — in order of onset (a chord is notes 0 apart), on the 16th grid.
+
+miditok is not used. The chorale and solo schemes are not among its tokenizations, and its
+event schemes for any MIDI (REMI, MIDI-like, TSD ...) have no fixed cycle: a Position token
+comes only when the time moves and a Velocity or Program token only sometimes, while this
+plugin's grammar masks, its cache restarts on a cycle boundary and its length in beats all
+rest on a fixed period; its compound schemes (CP Word, Octuple) need one output head per
+field.  A four-token note event keeps the decoder single-headed and the grammar a fixed
+cycle, and mido, which the app ships already, reads and writes the files.
 """
 
 from __future__ import annotations
@@ -293,7 +301,108 @@ class SoloTokenizer(Tokenizer):
         return notes
 
 
-SCHEMES: dict[str, type[Tokenizer]] = {"chorale": ChoraleTokenizer, "solo": SoloTokenizer}
+class GeneralTokenizer(Tokenizer):
+    """Any MIDI as (shift, pitch, length, loudness) note events on the 16th-note grid."""
+
+    kind = "general"
+    period = 4
+    voice_names = ("Music",)
+    STEPS_PER_BEAT = 4
+    MAX_SHIFT = 64  # sixteenths (four 4/4 bars): a longer silence is shortened to this
+    MAX_LENGTH = 64  # sixteenths: a longer note is cut to this
+    LOUDNESS = 8  # velocity bins of 16: 1-15, 16-31, ... 112-127
+    MAX_CHORD = 16  # notes per beat the length in beats budgets for (chords are 0 apart)
+
+    def __init__(self, low: int = 21, high: int = 108) -> None:
+        super().__init__(low, high)
+        pitches = [f"P{p}" for p in range(low, high + 1)]
+        self.first_shift = 2 + len(pitches)
+        self.first_length = self.first_shift + self.MAX_SHIFT + 1
+        self.first_loudness = self.first_length + self.MAX_LENGTH
+        self.vocab = [
+            "BOS",
+            "REST",  # unused: kept so that every scheme's pitch ids start at 2
+            *pitches,
+            *(f"S{k}" for k in range(self.MAX_SHIFT + 1)),
+            *(f"L{k}" for k in range(1, self.MAX_LENGTH + 1)),
+            *(f"V{k}" for k in range(self.LOUDNESS)),
+        ]
+        n = len(self.vocab)
+        bounds = [
+            (self.first_shift, self.first_length),
+            (2, self.first_shift),
+            (self.first_length, self.first_loudness),
+            (self.first_loudness, n),
+        ]
+        self._masks = []
+        for lo, hi in bounds:
+            m = np.zeros(n, bool)
+            m[lo:hi] = True
+            self._masks.append(m)
+
+    def allowed(self, phase: int) -> np.ndarray:
+        return self._masks[phase % 4]
+
+    def beats_of(self, token: int, phase: int) -> float:
+        k = token - self.first_shift
+        if phase % 4 == 0 and 0 <= k <= self.MAX_SHIFT:
+            return k / self.STEPS_PER_BEAT  # the time moves as an event begins
+        return 0.0
+
+    def max_tokens_per_beat(self) -> int:
+        return 4 * self.MAX_CHORD
+
+    def steps_per_bar(self) -> int:
+        return 4 * 16  # about one note per sixteenth
+
+    def encode_notes(self, notes: Sequence[BeatNote]) -> list[int]:
+        q = self.STEPS_PER_BEAT
+        events = sorted({
+            (max(0, round(n.start * q)), self.fold(n.pitch),
+             min(self.MAX_LENGTH, max(1, round((n.end - n.start) * q))),
+             min(self.LOUDNESS - 1, max(0, int(n.velocity) // 16)))
+            for n in notes
+        }, key=lambda e: (e[0], -e[1]))  # fmt: skip
+        out: list[int] = []
+        before = 0
+        seen: set[tuple[int, int]] = set()
+        for start, pitch, length, loud in events:
+            if (start, pitch) in seen:  # the same key struck twice at once: once
+                continue
+            seen.add((start, pitch))
+            shift = min(start - before, self.MAX_SHIFT)
+            before = start
+            out += [
+                self.first_shift + shift,
+                self.pitch_id(pitch),
+                self.first_length + length - 1,
+                self.first_loudness + loud,
+            ]
+        return out
+
+    def decode_notes(self, ids: Sequence[int]) -> list[BeatNote]:
+        q = self.STEPS_PER_BEAT
+        notes: list[BeatNote] = []
+        now = 0
+        for i in range(0, len(ids) - len(ids) % 4, 4):
+            event = [int(t) for t in ids[i : i + 4]]
+            if not all(0 <= t < len(self) and self._masks[k][t] for k, t in enumerate(event)):
+                continue  # an event with a grammar error is skipped whole
+            shift, pitch_id, length_id, loud_id = event
+            now += shift - self.first_shift
+            pitch = self.id_pitch(pitch_id)
+            assert pitch is not None
+            length = length_id - self.first_length + 1
+            velocity = 16 * (loud_id - self.first_loudness) + 8
+            notes.append(BeatNote(pitch, now / q, (now + length) / q, 0, velocity))
+        return notes
+
+
+SCHEMES: dict[str, type[Tokenizer]] = {
+    "chorale": ChoraleTokenizer,
+    "solo": SoloTokenizer,
+    "general": GeneralTokenizer,
+}
 
 
 def tokenizer_from_config(cfg: dict[str, Any]) -> Tokenizer:

@@ -15,6 +15,7 @@ from gdl_studio_plugins.music.tokenizers import (
     REST,
     BeatNote,
     ChoraleTokenizer,
+    GeneralTokenizer,
     SoloTokenizer,
     TokenError,
     beat_notes,
@@ -26,6 +27,7 @@ from gdl_studio_plugins.music.tokenizers import (
 
 CHORALE = ChoraleTokenizer()
 SOLO = SoloTokenizer()
+GENERAL = GeneralTokenizer()
 
 
 def synthetic_chorale(steps: int, seed: int) -> np.ndarray:
@@ -163,9 +165,37 @@ def test_solo_grammar_is_pitch_then_duration() -> None:
     assert len(SOLO.decode_notes(swapped)) == len(SOLO.decode_notes(ids)) - 1
 
 
+def test_general_round_trip_keeps_chords_lengths_and_loudness() -> None:
+    notes = [
+        BeatNote(60, 0.0, 1.0, 0, 100),
+        BeatNote(64, 0.0, 0.5, 1, 70),  # a chord: a second instrument at the same time
+        BeatNote(67, 0.25, 2.0, 0, 30),
+        BeatNote(48, 3.0, 3.25, 2, 127),
+    ]
+    ids = GENERAL.encode_notes(notes)
+    assert len(ids) == 16 and GENERAL.grammar_errors(ids) == 0
+    names = [GENERAL.vocab[i] for i in ids]
+    assert names[:8] == ["S0", "P64", "L2", "V4", "S0", "P60", "L4", "V6"]  # top note first
+    back = GENERAL.decode_notes(ids)
+    assert [(n.pitch, n.start, n.end) for n in back] == [
+        (64, 0.0, 0.5), (60, 0.0, 1.0), (67, 0.25, 2.0), (48, 3.0, 3.25)
+    ]  # fmt: skip
+    assert [n.velocity // 16 for n in back] == [70 // 16, 100 // 16, 30 // 16, 127 // 16]
+    midi = roundtrip_bytes(GENERAL.to_midi(ids, 96, 0))
+    assert GENERAL.encode_midi(midi) == ids
+    # Time moves at the start of an event, by its shift; the rest of the cycle does not.
+    assert [GENERAL.beats_of(t, k % 4) for k, t in enumerate(ids[8:12])] == [0.25, 0, 0, 0]
+
+
+def test_general_shortens_long_silences_and_long_notes() -> None:
+    ids = GENERAL.encode_notes([BeatNote(60, 0, 1), BeatNote(62, 40, 70)])
+    assert [GENERAL.vocab[i] for i in ids[4:7]] == ["S64", "P62", "L64"]  # 16 beats, 16 beats
+    assert GENERAL.decode_notes(ids)[1].start == 16.0
+
+
 def test_random_ids_always_decode_to_a_file_that_reads_back() -> None:
     rng = np.random.default_rng(0)
-    for tok in (CHORALE, SOLO):
+    for tok in (CHORALE, SOLO, GENERAL):
         for _ in range(20):
             ids = rng.integers(-5, len(tok) + 5, 200).tolist()
             midi = roundtrip_bytes(tok.to_midi(ids, float(rng.uniform(-50, 900)), 300))
@@ -173,7 +203,7 @@ def test_random_ids_always_decode_to_a_file_that_reads_back() -> None:
 
 
 def test_tokenizers_rebuild_from_their_card_entry() -> None:
-    for tok in (CHORALE, SOLO, ChoraleTokenizer(30, 80)):
+    for tok in (CHORALE, SOLO, GENERAL, ChoraleTokenizer(30, 80)):
         again = tokenizer_from_config(tok.config())
         assert type(again) is type(tok) and again.vocab == tok.vocab
     with pytest.raises(TokenError, match="unusable tokenizer"):

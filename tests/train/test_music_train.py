@@ -23,6 +23,7 @@ pytest.importorskip("onnxruntime")
 from gdl_studio_plugins.music.tokenizers import (  # noqa: E402
     BeatNote,
     ChoraleTokenizer,
+    GeneralTokenizer,
     SoloTokenizer,
     write_midi,
 )
@@ -225,6 +226,30 @@ def test_solo_scheme_trains_on_a_midi_folder(tmp_path: Path, capsys) -> None:
     assert ck["config"]["data_info"]["valid_files"] == ["piece0.mid"]
     sample = mido.MidiFile(sorted((out / "samples").iterdir())[-1])
     assert SoloTokenizer().grammar_errors(SoloTokenizer().encode_midi(sample)) == 0
+
+
+def test_general_scheme_trains_on_a_folder_of_any_midi(tmp_path: Path) -> None:
+    folder = tmp_path / "any"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        notes = [BeatNote(int(rng.integers(40, 80)), k * 0.5, k * 0.5 + 1.0, k % 3,
+                          int(rng.integers(30, 120))) for k in range(24)]  # fmt: skip
+        write_midi(notes, ["A", "B", "C"]).save(
+            str(folder / ("sub" if i % 2 else "") / f"p{i}.mid")
+        )
+    (folder / "broken.mid").write_bytes(b"MThd not really")
+    out = tmp_path / "run"
+    argv = ["--scheme", "general", "--data", str(folder), "--out", str(out), "--steps", "2", *TINY]
+    assert train_main(argv) == 0
+    ck = load(out / "checkpoint.pt")
+    info = ck["config"]["data_info"]
+    assert ck["config"]["tokenizer"]["kind"] == "general"
+    assert info["pieces"] == {"train": 9, "valid": 1} and info["skipped_files"] == ["broken.mid"]
+    assert info["valid_files"] == ["sub/p7.mid"]  # the 10th in path order, relative
+    sample = mido.MidiFile(sorted((out / "samples").iterdir())[-1])
+    tok = GeneralTokenizer()
+    assert tok.grammar_errors(tok.encode_midi(sample)) == 0
 
 
 def test_ddp_two_processes_match_one(npz: Path, tmp_path: Path) -> None:

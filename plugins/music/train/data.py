@@ -23,6 +23,7 @@ from gdl_studio_plugins.music.jsb import read_chorales
 from gdl_studio_plugins.music.tokenizers import (
     BOS,
     ChoraleTokenizer,
+    GeneralTokenizer,
     SoloTokenizer,
     TokenError,
     Tokenizer,
@@ -172,12 +173,54 @@ def load_solo(folder: Path, valid_every: int = 6) -> Dataset:
     return Dataset(tok, train, valid, info)
 
 
+def load_general(folder: Path, valid_every: int = 10) -> Dataset:
+    """Every .mid under ``folder`` (recursively), all instruments but the drums merged, in
+    the general-MIDI event scheme; every ``valid_every``-th file in path order is held out
+    for validation.  Files that cannot be read are skipped and counted."""
+    folder = Path(folder).expanduser().resolve()
+    files = sorted([*folder.rglob("*.mid"), *folder.rglob("*.midi")]) if folder.is_dir() else []
+    if not files:
+        raise TrainError(f"{folder}: no .mid files")
+    tok = GeneralTokenizer()
+    train, valid = Pieces(tok, []), Pieces(tok, [])
+    digest = hashlib.sha256()
+    skipped: list[str] = []
+    for i, f in enumerate(files):
+        name = str(f.relative_to(folder))
+        digest.update(name.encode() + f.read_bytes())
+        try:
+            ids = tok.encode_notes(beat_notes(mido.MidiFile(f, clip=True)))
+        except (OSError, ValueError, EOFError, KeyError, TokenError):
+            skipped.append(name)
+            continue
+        part = valid if i % valid_every == valid_every - 1 else train
+        part.seqs.append(np.asarray(ids, np.int64))
+        part.names.append(name)
+    if not train.seqs or not valid.seqs:
+        raise TrainError(f"{folder}: too few readable MIDI files for a train and a valid split")
+    info = {
+        "name": folder.name,
+        "source": str(folder),
+        "licence": "see the data's own notes",
+        "file": folder.name,
+        "path": str(folder),
+        "sha256": digest.hexdigest(),
+        "pieces": {"train": len(train.seqs), "valid": len(valid.seqs)},
+        "tokens": {"train": train.tokens(), "valid": valid.tokens()},
+        "valid_files": valid.names,
+        "skipped_files": skipped,
+    }
+    return Dataset(tok, train, valid, info)
+
+
 def load(kind: str, path: Path) -> Dataset:
     if kind == "chorale":
         return load_chorales(path)
     if kind == "solo":
         return load_solo(path)
-    raise TrainError(f"unknown --scheme {kind!r} (chorale, solo)")
+    if kind == "general":
+        return load_general(path)
+    raise TrainError(f"unknown --scheme {kind!r} (chorale, solo, general)")
 
 
 def transpose(tok: Tokenizer, ids: np.ndarray, shift: int) -> np.ndarray:

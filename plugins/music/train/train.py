@@ -55,11 +55,12 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add = options.add
     add(
         "--scheme",
-        choices=["chorale", "solo"],
+        choices=["chorale", "solo", "general"],
         default="chorale",
-        help="chorale: Jsb16thSeparated.npz (SATB on the 16th grid); solo: a folder of .mid",
+        help="chorale: Jsb16thSeparated.npz (SATB on the 16th grid); solo: a folder of "
+        "one-line .mid files; general: any folder of .mid files (note events)",
     )
-    add("--data", help="the .npz (chorale) or MIDI folder (solo); optional with --resume")
+    add("--data", help="the .npz (chorale) or MIDI folder; optional with --resume")
     add("--out", required=not suppress, type=Path, help="run folder")
     add("--d-model", type=int, default=256)
     add("--layers", type=int, default=4)
