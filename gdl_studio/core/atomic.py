@@ -73,3 +73,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def unused_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/stem.suffix``, or ``stem-2.suffix``, ``stem-3.suffix``... whichever does not
+    exist yet: for files the studio writes beside the user's (styled photos, painted masks,
+    drawn melodies), which must never replace one."""
+    path = Path(folder) / f"{stem}{suffix}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(folder) / f"{stem}-{n}{suffix}"
+    return path

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from gdl_studio import __version__
-from gdl_studio.core.atomic import atomic_write
+from gdl_studio.core.atomic import atomic_write, unused_path
 from gdl_studio.core.cells import CellAction, Quiz, cell_actions
 from gdl_studio.core.discovery import PluginRecord
 from gdl_studio.core.history import HistoryEntry
@@ -550,12 +550,7 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             self.notify(f"Could not create {folder}: {exc}", error=True)
             return "refused"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = folder / f"melody-{stamp}.mid"
-        n = 1
-        while path.exists():
-            n += 1
-            path = folder / f"melody-{stamp}-{n}.mid"
+        path = unused_path(folder, time.strftime("melody-%Y%m%d-%H%M%S"), ".mid")
         if self._write_drawn(path) is None:
             return "refused"
         return self.open_file(path)

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
+from gdl_studio.core.atomic import unused_path
 from gdl_studio.core.imageio import InputError, open_image
 from gdl_studio.core.params import SEED_MAX, ParamSpec, random_seed
 from gdl_studio.qt.mask_painter import MaskPainter
@@ -292,12 +293,7 @@ class ParamPanel(QWidget):
             return
         folder = self.mask_folder or Path(tempfile.gettempdir()) / "gdl-studio-masks"
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = folder / f"mask-{stamp}.png"
-        n = 1
-        while target.exists():
-            n += 1
-            target = folder / f"mask-{stamp}-{n}.png"
+        target = unused_path(folder, time.strftime("mask-%Y%m%d-%H%M%S"), ".png")
         dialog.mask().save(target)
         self.set_value(name, str(target))
 

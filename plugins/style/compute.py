@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from gdl_studio.core.atomic import unused_path
 from gdl_studio.core.host import IMAGE_SUFFIXES, JobError, PluginContext
 from gdl_studio.core.imageio import InputError, open_image
 from gdl_studio.core.jobs import Cancelled, TaskState
@@ -475,11 +476,7 @@ def folder(nets: Networks, params: dict[str, Any], state: TaskState) -> Iterator
         size = working_size(photo, params)
         original = photo.resize(size, Image.Resampling.LANCZOS) if size != photo.size else photo
         out = finish(stylize(nets, params, original, state), original, params, mask, nets.kind)
-        target = out_dir / f"{path.stem}-styled.png"
-        n = 1
-        while target.exists():
-            n += 1
-            target = out_dir / f"{path.stem}-styled-{n}.png"
+        target = unused_path(out_dir, f"{path.stem}-styled", ".png")
         out.save(target)
         written.append(str(target))
         shown.append(fit(out, SHEET_TILE))

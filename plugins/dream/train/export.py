@@ -154,8 +154,6 @@ def check_against_autograd(
 
 
 def export(out_dir: Path, command: str) -> dict[str, Any]:
-    from gdl_studio.core.runtime import sha256_file
-
     torch.manual_seed(0)
     net = load_reference()
     graph = DreamGraph(net).eval()
@@ -167,26 +165,49 @@ def export(out_dir: Path, command: str) -> dict[str, Any]:
         diffs = check_against_autograd(session, net, graph.n_layers)
         del session
         os.replace(tmp, target)
+    architecture = {
+        "network": "EfficientNet-Lite0 (ImageNet classifier, 1000 classes)",
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "layers": graph.n_layers,
+        "layer_strides": layer_strides(graph),
+        "input": "RGB in [-1, 1], sides multiples of 32",
+    }
+    return write_gradient_card(
+        target, "efficientnet-lite0", "deepdream gradient graph", architecture, command, kind,
+        diffs, "their loss and gradient",
+    )  # fmt: skip
+
+
+def write_gradient_card(
+    target: Path,
+    model: str,
+    kind: str,
+    architecture: dict[str, Any],
+    command: str,
+    exporter: str,
+    diffs: dict[str, float],
+    exported_with: str,
+) -> dict[str, Any]:
+    """card.json beside ``target``, a loss-and-gradient graph of EfficientNet-Lite0's ImageNet
+    weights (DeepDream's, the style plugin's classic mode): what it is, the data and licence
+    of the weights, the command, the check against autograd, the sha256; measurements of an
+    unchanged file are kept."""
+    from gdl_studio.core.runtime import sha256_file
+
     sha = sha256_file(target)
-    card_path = out_dir / "card.json"
+    card_path = target.with_name("card.json")
     card = previous_card(card_path, sha)
     card.update(
-        model="efficientnet-lite0",
-        kind="deepdream gradient graph",
-        architecture={
-            "network": "EfficientNet-Lite0 (ImageNet classifier, 1000 classes)",
-            "parameters": sum(p.numel() for p in net.parameters()),
-            "layers": graph.n_layers,
-            "layer_strides": layer_strides(graph),
-            "input": "RGB in [-1, 1], sides multiples of 32",
-        },
+        model=model,
+        kind=kind,
+        architecture=architecture,
         data=DATA,
         training={
             "command": command,
-            "note": "not trained by the project: ImageNet weights "
-            "used as they are, exported with their loss and gradient",
+            "note": "not trained by the project: ImageNet weights used as they are, exported "
+            f"with {exported_with}",
         },
-        exporter=exporter_info(kind),
+        exporter=exporter_info(exporter),
         check={"against": "torch autograd on efficientnet-lite-pytorch", **diffs},
         sha256=sha,
     )

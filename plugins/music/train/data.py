@@ -161,8 +161,16 @@ def load_solo(folder: Path, valid_every: int = 6) -> Dataset:
         part = valid if i % valid_every == (i // valid_every) % valid_every else train
         part.seqs.append(np.asarray(ids, np.int64))
         part.names.append(f.name)
-    info = {
-        **CELLO,
+    return Dataset(tok, train, valid, folder_info(CELLO, folder, digest, train, valid))
+
+
+def folder_info(
+    about: dict[str, str], folder: Path, digest: Any, train: Pieces, valid: Pieces
+) -> dict[str, Any]:
+    """card.json's ``data`` for a folder of MIDI files: what it is, where, its hash, the
+    split (the held-out files by name, for ``eval``)."""
+    return {
+        **about,
         "file": folder.name,
         "path": str(folder),
         "sha256": digest.hexdigest(),
@@ -170,7 +178,6 @@ def load_solo(folder: Path, valid_every: int = 6) -> Dataset:
         "tokens": {"train": train.tokens(), "valid": valid.tokens()},
         "valid_files": valid.names,
     }
-    return Dataset(tok, train, valid, info)
 
 
 def load_general(folder: Path, valid_every: int = 10) -> Dataset:
@@ -198,19 +205,9 @@ def load_general(folder: Path, valid_every: int = 10) -> Dataset:
         part.names.append(name)
     if not train.seqs or not valid.seqs:
         raise TrainError(f"{folder}: too few readable MIDI files for a train and a valid split")
-    info = {
-        "name": folder.name,
-        "source": str(folder),
-        "licence": "see the data's own notes",
-        "file": folder.name,
-        "path": str(folder),
-        "sha256": digest.hexdigest(),
-        "pieces": {"train": len(train.seqs), "valid": len(valid.seqs)},
-        "tokens": {"train": train.tokens(), "valid": valid.tokens()},
-        "valid_files": valid.names,
-        "skipped_files": skipped,
-    }
-    return Dataset(tok, train, valid, info)
+    about = {"name": folder.name, "source": str(folder), "licence": "see the data's own notes"}
+    info = folder_info(about, folder, digest, train, valid)
+    return Dataset(tok, train, valid, {**info, "skipped_files": skipped})
 
 
 def load(kind: str, path: Path) -> Dataset:

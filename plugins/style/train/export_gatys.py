@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from gdl_studio_plugins.dream.train.export import DATA, load_reference
+from gdl_studio_plugins.dream.train.export import load_reference, write_gradient_card
 from torch import nn
 
-from gdl_studio.training.cards import exporter_info, previous_card, write_card
 from gdl_studio.training.errors import TrainError, fail
 from gdl_studio.training.export import OPSET, cpu_session, quiet, staged
 
@@ -116,8 +115,6 @@ def check_against_autograd(session: Any, graph: GatysGraph, net: nn.Module) -> d
 
 
 def export(out_dir: Path, command: str) -> dict[str, Any]:
-    from gdl_studio.core.runtime import sha256_file
-
     torch.manual_seed(0)
     net = load_reference()
     graph = GatysGraph(net).eval()
@@ -130,32 +127,18 @@ def export(out_dir: Path, command: str) -> dict[str, Any]:
         diffs = check_against_autograd(session, graph, net)
         del session
         os.replace(tmp, target)
-    sha = sha256_file(target)
-    card_path = out_dir / "card.json"
-    card = previous_card(card_path, sha)
-    card.update(
-        model=out_dir.name,
-        kind="gatys loss and gradient graph",
-        architecture={
-            "network": "EfficientNet-Lite0 (ImageNet classifier) up to block 10",
-            "content_layer": CONTENT_LAYER,
-            "style_layers": list(STYLE_LAYERS),
-            "channels": graph.channels,
-            "gram_sizes": graph.gram_sizes,
-            "input": f"RGB in [-1, 1], sides multiples of {STRIDE}",
-        },
-        data=DATA,
-        training={
-            "command": command,
-            "note": "not trained by the project: ImageNet weights used as they are, exported "
-            "with the classic style-transfer loss and its gradient",
-        },
-        exporter=exporter_info(kind),
-        check={"against": "torch autograd on efficientnet-lite-pytorch", **diffs},
-        sha256=sha,
-    )
-    write_card(card_path, card)
-    return card
+    architecture = {
+        "network": "EfficientNet-Lite0 (ImageNet classifier) up to block 10",
+        "content_layer": CONTENT_LAYER,
+        "style_layers": list(STYLE_LAYERS),
+        "channels": graph.channels,
+        "gram_sizes": graph.gram_sizes,
+        "input": f"RGB in [-1, 1], sides multiples of {STRIDE}",
+    }
+    return write_gradient_card(
+        target, out_dir.name, "gatys loss and gradient graph", architecture, command, kind,
+        diffs, "the classic style-transfer loss and its gradient",
+    )  # fmt: skip
 
 
 def manifest_table(card: dict[str, Any], folder: str) -> str:
