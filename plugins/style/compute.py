@@ -34,7 +34,7 @@ MULTIPLE = 4  # both transform networks downsample by 4: sides are padded to a m
 MAX_SIDE = 4096  # the largest side the networks are run at (memory grows with the area)
 SHEET_TILE = 256
 # The classic (Gatys) mode optimises the pixels through a loss-and-gradient graph (one forward
-# and backward pass per step: ~0.1 s at 384 px on two cores), so it works smaller by default.
+# and backward pass per step), so it works smaller by default.
 CLASSIC_SIDE = 384  # its long side when Size is 0
 CLASSIC_MAX = 1024  # and at the most
 CLASSIC_MULTIPLE = 32  # the graph's sides are multiples of this
