@@ -77,7 +77,9 @@ def length_in_beats(params: dict[str, Any]) -> float:
 def plan(params: dict[str, Any], tok: Tokenizer) -> Plan:
     mode = params["mode"]
     beats = length_in_beats(params)
-    cap = math.ceil(beats * tok.max_tokens_per_beat())
+    # A bound on the tokens; the length in beats stops generation first (a cycle of slack:
+    # a length that is not a whole grid step ends with the step that crosses it).
+    cap = math.ceil(beats * tok.max_tokens_per_beat()) + tok.period
     if mode == "compose":
         return Plan([], cap, None, beats)
     notes = input_notes(params)

@@ -294,6 +294,9 @@ def test_a_length_in_seconds_follows_the_tempo(studio: Studio) -> None:
     assert tokens_of(bars.result.midi) == tokens_of(out.result.midi)  # 3 bars = 12 beats
     with pytest.raises(JobError, match="unit"):
         run(studio, seed=3, length=6, unit="minutes")
+    # 5 s at 80 bpm = 6.67 beats: the piece ends with the whole step that crosses it.
+    odd = run(studio, seed=3, length=5, unit="seconds", tempo=80, temperature=1.0)
+    assert odd.provenance.extra["generated_tokens"] == 27 * 4
 
 
 class UniformSolo:
