@@ -116,7 +116,7 @@ class _RollView(QWidget):
         """The pitch whose row holds ``y`` (the inverse of :meth:`pitch_to_y`)."""
         return min(127, max(0, math.ceil(self.top - (y - RULER_H) / self.row_h)))
 
-    def _beat_at(self, t: float) -> tuple[float, float]:
+    def beat_at(self, t: float) -> tuple[float, float]:
         """(start, length) in seconds of the beat holding ``t``, from the grid's beat lines
         (the piece's tempo); before the first line or past the last the nearest beat's length
         repeats."""
@@ -127,11 +127,11 @@ class _RollView(QWidget):
         return times[i], times[i + 1] - times[i]
 
     def sixteenth(self, t: float) -> float:
-        return self._beat_at(t)[1] / 4
+        return self.beat_at(t)[1] / 4
 
     def snap(self, t: float, up: bool = False) -> float:
         """``t`` moved onto the grid's sixteenth notes (down, or ``up``)."""
-        start, beat = self._beat_at(t)
+        start, beat = self.beat_at(t)
         k = (t - start) / (beat / 4)
         k = math.ceil(k - 1e-6) if up else math.floor(k + 1e-6)
         return max(0.0, start + k * beat / 4)
@@ -494,7 +494,7 @@ class PianoRollCanvas(QWidget):
     def drawn_midi(self) -> mido.MidiFile:
         """The notes shown as a MIDI file at the grid's tempo, so that they keep their beats
         (a melody drawn on an 80 bpm piece is written at 80 bpm)."""
-        _, beat = self.view._beat_at(0.0)
+        _, beat = self.view.beat_at(0.0)
         return notes_to_midi(self.view.notes, tempo=max(1, round(beat * 1e6)))
 
     # -- content ------------------------------------------------------------------------------
