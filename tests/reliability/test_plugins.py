@@ -229,10 +229,12 @@ def sample_files(folder: Path) -> dict[str, Path]:
     return files | {"missing": folder / "absent.png", "dir": folder}
 
 
-def run_bounded(studio: Studio, plugin: str, params: dict[str, Any], seconds: float) -> str:
+def run_bounded(
+    studio: Studio, plugin: str, params: dict[str, Any], seconds: float, model: str | None = None
+) -> str:
     """'result', 'refused: <message>' or 'cancelled' (a run longer than ``seconds``)."""
     try:
-        job = prepare_job(studio, plugin, params=params)
+        job = prepare_job(studio, plugin, model_id=model, params=params)
     except JobError as exc:
         assert "\n" not in str(exc) and str(exc), repr(exc)
         return f"refused: {exc}"
@@ -268,18 +270,24 @@ def run_bounded(studio: Studio, plugin: str, params: dict[str, Any], seconds: fl
 
 
 def fuzz(
-    studio: Studio, plugin: str, cases: int, seed: int, files: dict[str, Path], wide: bool = False
+    studio: Studio,
+    plugin: str,
+    cases: int,
+    seed: int,
+    files: dict[str, Path],
+    wide: bool = False,
+    model: str | None = None,
 ) -> list[str]:
     """Every other case uses only allowed values; outcomes of those are marked 'valid '."""
     rng = random.Random(seed)
     rec = studio.registry.get(plugin)
-    specs = specs_for_model(rec.manifest.params, rec.manifest.model(None))
+    specs = specs_for_model(rec.manifest.params, rec.manifest.model(model))
     outcomes = []
     for i in range(cases):
         valid = i % 2 == 0
         params = {s.name: random_value(s, rng, files, valid, wide)
                   for s in specs if rng.random() < 0.7}  # fmt: skip
-        outcome = run_bounded(studio, plugin, params, seconds=20)
+        outcome = run_bounded(studio, plugin, params, seconds=20, model=model)
         outcomes.append(("valid " if valid else "") + outcome)
     return outcomes
 
@@ -318,6 +326,27 @@ def test_random_parameters_through_every_builtin_plugin(tmp_path: Path, plugin: 
     would take long, a clean cancel."""
     studio = Studio.create(include_entry_points=False)
     fuzz(studio, plugin, cases=8, seed=1, files=sample_files(tmp_path / "files"))
+
+
+def other_builtin_models() -> list[tuple[str, str]]:
+    studio = Studio.create(include_entry_points=False)
+    return sorted(
+        (r.id, m.id)
+        for r in studio.registry
+        if r.ok and r.source == "builtin" and r.manifest is not None
+        for m in r.manifest.models
+        if m.id != r.manifest.model(None).id
+    )
+
+
+@pytest.mark.parametrize(("plugin", "model"), other_builtin_models())
+def test_random_parameters_through_every_other_shipped_model(
+    tmp_path: Path, plugin: str, model: str
+) -> None:
+    """The models that are not their plugin's default (a style network of the project's, the
+    classic mode, the cello model ...): the same three outcomes, a few cases each."""
+    studio = Studio.create(include_entry_points=False)
+    fuzz(studio, plugin, cases=4, seed=2, files=sample_files(tmp_path / "files"), model=model)
 
 
 def test_random_parameters_through_the_cli(
