@@ -226,8 +226,17 @@ def prepare_job(
     for path in inputs:
         name = input_param_for(ctx.manifest, Path(path))
         given[name] = str(path)
+    specs = specs_for_model(ctx.manifest.params, ctx.model)
+    shown = {spec.name for spec in specs}
+    for spec in ctx.manifest.params:
+        if spec.name in given and spec.name not in shown:
+            model = ctx.model.id if ctx.model else "none"
+            raise JobError(
+                f"{spec.name}: only for the models of kind {', '.join(spec.for_kinds)} "
+                f"(the model is {model}; choose another with --model)"
+            )
     try:
-        resolved = resolve_params(specs_for_model(ctx.manifest.params, ctx.model), given)
+        resolved = resolve_params(specs, given)
     except ParamError as exc:
         raise JobError(str(exc)) from None
     for spec in ctx.manifest.params:

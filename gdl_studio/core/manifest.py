@@ -109,7 +109,7 @@ _GRAPH_KEYS = {
 }  # fmt: skip
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
-    "multiline", "choices_from", "extras",
+    "multiline", "choices_from", "extras", "for_kinds",
 }  # fmt: skip
 
 
@@ -302,6 +302,7 @@ def _param(raw: Any, i: int) -> ParamSpec:
         multiline=_opt(raw, "multiline", bool, where, False),
         choices_from=choices_from,
         extras=_opt(raw, "extras", dict, where, {}),
+        for_kinds=tuple(str(k) for k in _opt(raw, "for_kinds", list, where, [])),
     )
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise ManifestError(f"{where}min is above max")
@@ -348,9 +349,13 @@ def _typed(value: Any, key: str, typ: Any, where: str) -> Any:
 
 def specs_for_model(specs: tuple[ParamSpec, ...], model: ModelSpec | None) -> tuple[ParamSpec, ...]:
     """The parameters as they apply to ``model``: a choice with ``choices_from`` gets its
-    fixed choices followed by the model's list (e.g. a conditional model's class names)."""
+    fixed choices followed by the model's list (e.g. a conditional model's class names); a
+    parameter with ``for_kinds`` is left out unless the model's ``extras.kind`` is listed."""
+    kind = str(model.extras.get("kind", "")) if model else ""
     out = []
     for spec in specs:
+        if spec.for_kinds and kind not in spec.for_kinds:
+            continue
         if spec.choices_from:
             extra = model.extras.get(spec.choices_from, []) if model else []
             choices = tuple(spec.choices) + tuple(str(c) for c in extra)

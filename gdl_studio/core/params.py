@@ -33,6 +33,9 @@ class ParamSpec:
     optional: bool = False
     multiline: bool = False
     choices_from: str = ""  # a choice whose options come from the model's extras[<this>]
+    # Shown and accepted only for models whose extras.kind is one of these (empty: for all),
+    # e.g. the style plugin's classic-mode weights.
+    for_kinds: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -445,3 +446,20 @@ def test_a_graph_may_live_in_an_installed_package_and_free_its_dims() -> None:
         parse_manifest({**base, "models": [{**graph, "package": "../evil"}]})
     with pytest.raises(ManifestError, match="free_dims"):
         parse_manifest({**base, "models": [{**graph, "free_dims": "yes"}]})
+
+
+def test_for_kinds_keeps_a_parameter_to_the_models_of_those_kinds() -> None:
+    from gdl_studio.core.manifest import specs_for_model
+
+    data = good()
+    data["params"][0]["for_kinds"] = ["slow"]
+    m = parse_manifest(data)
+    assert m.params[0].for_kinds == ("slow",)
+    name = m.params[0].name
+    plain = m.models[0]
+    slow = replace(plain, extras={**plain.extras, "kind": "slow"})
+    assert name not in {s.name for s in specs_for_model(m.params, plain)}
+    assert name in {s.name for s in specs_for_model(m.params, slow)}
+    assert name not in {s.name for s in specs_for_model(m.params, None)}
+    data["params"][0]["for_kinds"] = "slow"
+    assert "params[0].for_kinds" in refused(data)

@@ -298,3 +298,18 @@ def test_eval_of_the_classic_and_of_an_own_network(studio: Studio, tmp_path: Pat
     assert (
         -1 <= own["edge_corr"] <= 1 and Path(own["sheet"]).name == "style-van-gogh-auvers-sheet.jpg"
     )
+
+
+def test_each_model_gets_only_its_own_settings(studio: Studio) -> None:
+    from gdl_studio.core.manifest import specs_for_model
+
+    manifest = studio.registry.get("style").manifest
+    names = {m.id: {s.name for s in specs_for_model(manifest.params, m)} for m in manifest.models}
+    assert {"styles", "blend_with", "blend"} <= names["magenta-26"]
+    assert not {"painting", "iterations", "style_layers"} & names["magenta-26"]
+    assert {"painting", "painting_b", "blend"} <= names["magenta-arbitrary"]
+    assert {"painting", "iterations", "style_layers"} <= names["gatys-lite0"]
+    assert not {"styles", "painting_b", "blend"} & names["gatys-lite0"]
+    assert {"strength", "size", "mask"} <= names["van-gogh-auvers"] & names["gatys-lite0"]
+    with pytest.raises(JobError, match="iterations: only for the models of kind gatys"):
+        styled(studio, iterations=5)
