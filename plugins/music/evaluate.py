@@ -2,7 +2,8 @@
 (numpy + ONNX Runtime).
 
 - ``val_nll``: nats per token over every token after BOS of the validation pieces, each
-  scored whole through the prefill graph.  Chorale models: the valid split of
+  scored through the prefill graph (whole, or in windows when longer than the model's
+  window: see :func:`sequence_nll`).  Chorale models: the valid split of
   Jsb16thSeparated (76 chorales; its JSON edition, beside the .npz: nothing is unpickled) in
   the serialised 16th-grid SATB form (S A T B per step, REST for silence), the form the
   published JSB numbers use.  Solo models: the MIDI files the card lists as held out.
@@ -36,11 +37,28 @@ from .tokenizers import BOS, BeatNote, ChoraleTokenizer, TokenError, Tokenizer, 
 
 
 def sequence_nll(model: MusicModel, ids: list[int] | np.ndarray) -> tuple[float, int]:
-    """Summed NLL (nats) of ``ids`` after BOS, and how many tokens that is."""
-    seq = np.array([[BOS, *[int(t) for t in ids]]], np.int64)
-    logits, _ = model.prefill(seq[:, :-1])
-    logp = log_softmax(logits[0])
-    return -float(logp[np.arange(seq.shape[1] - 1), seq[0, 1:]].sum()), seq.shape[1] - 1
+    """Summed NLL (nats) of ``ids`` after BOS, and how many tokens that is.
+
+    A piece longer than the model's window (its training crops) is scored as the studio
+    generates it (``model.Stream``): through windows of ``window`` tokens, each new one
+    starting half a window back on a cycle boundary, so every token is scored once with at
+    least half a window before it — and the prefill graph never holds a whole long piece's
+    attention (quadratic in its length: a 40,000-token organ work would need tens of GB)."""
+    seq = np.array([BOS, *[int(t) for t in ids]], np.int64)
+    window, period = model.window, model.tokenizer.period
+    total, count = 0.0, 0
+    start, scored = 0, 1  # the window's first index; the first index not yet scored
+    while scored < len(seq):
+        end = min(start + window, len(seq))
+        logits, _ = model.prefill(seq[None, start : end - 1])
+        logp = log_softmax(logits[0])
+        idx = np.arange(scored, end)
+        total -= float(logp[idx - start - 1, seq[idx]].sum())
+        count += len(idx)
+        scored = end
+        start = end - window // 2
+        start -= start % period  # index 0 is BOS, so this keeps every token's phase
+    return total, count
 
 
 def validation_pieces(card: dict[str, Any], tok: Tokenizer, data: Path | None) -> list[list[int]]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import mido
@@ -381,20 +381,33 @@ class GeneralTokenizer(Tokenizer):
         return out
 
     def decode_notes(self, ids: Sequence[int]) -> list[BeatNote]:
+        """The notes of whole events (an event with a grammar error is skipped).  A key
+        struck again while it still sounds ends there, and one struck twice at the same time
+        sounds once (the longer): one MIDI channel cannot hold more, and the file must read
+        back as these notes."""
         q = self.STEPS_PER_BEAT
         notes: list[BeatNote] = []
+        sounding: dict[int, int] = {}  # pitch -> index in notes of its latest note
         now = 0
         for i in range(0, len(ids) - len(ids) % 4, 4):
             event = [int(t) for t in ids[i : i + 4]]
             if not all(0 <= t < len(self) and self._masks[k][t] for k, t in enumerate(event)):
-                continue  # an event with a grammar error is skipped whole
+                continue
             shift, pitch_id, length_id, loud_id = event
             now += shift - self.first_shift
             pitch = self.id_pitch(pitch_id)
             assert pitch is not None
-            length = length_id - self.first_length + 1
-            velocity = 16 * (loud_id - self.first_loudness) + 8
-            notes.append(BeatNote(pitch, now / q, (now + length) / q, 0, velocity))
+            note = BeatNote(pitch, now / q, (now + length_id - self.first_length + 1) / q, 0,
+                            16 * (loud_id - self.first_loudness) + 8)  # fmt: skip
+            k = sounding.get(pitch)
+            if k is not None and notes[k].end > note.start:
+                if notes[k].start == note.start:  # the same key twice at once: the longer
+                    if note.end > notes[k].end:
+                        notes[k] = note
+                    continue
+                notes[k] = replace(notes[k], end=note.start)
+            sounding[pitch] = len(notes)
+            notes.append(note)
         return notes
 
 

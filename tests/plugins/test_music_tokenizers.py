@@ -230,3 +230,22 @@ def test_tempo_changes_are_followed_into_beats() -> None:
     midi.tracks[0].insert(1, mido.MetaMessage("set_tempo", tempo=250_000, time=960))
     notes = beat_notes(roundtrip_bytes(midi))
     assert [(n.start, n.end) for n in notes] == [(0.0, 1.0), (4.0, 5.0)]
+
+
+def test_general_decoding_gives_notes_one_channel_can_hold() -> None:
+    def ev(shift: int, pitch: int, length: int) -> list[int]:
+        g = GENERAL
+        return [g.first_shift + shift, g.pitch_id(pitch), g.first_length + length - 1,
+                g.first_loudness + 5]  # fmt: skip
+
+    # C4 for 4 sixteenths, struck again 2 later; E4 twice at once (8 and 3 long).
+    ids = ev(0, 60, 4) + ev(2, 60, 4) + ev(0, 64, 8) + ev(0, 64, 3)
+    notes = GENERAL.decode_notes(ids)
+    assert [(n.pitch, n.start, n.end) for n in notes] == [
+        (60, 0, 0.5),
+        (60, 0.5, 1.5),
+        (64, 0.5, 2.5),
+    ]
+    midi = roundtrip_bytes(GENERAL.to_midi(ids))
+    back = sorted((n.pitch, n.start, n.end) for n in beat_notes(midi))
+    assert back == sorted((n.pitch, n.start, n.end) for n in notes)

@@ -292,6 +292,16 @@ def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_export_completes_the_cards_data_record(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "music" / "mine"
+    argv = ["--checkpoint", str(trained), "--out", str(out), "--data-licence", "CC0",
+            "--data-source", "my own recordings"]  # fmt: skip
+    assert export.main(argv) == 0
+    data = json.loads((out / "card.json").read_text())["data"]
+    assert data["licence"] == "CC0" and data["source"] == "my own recordings"
+    assert "sha256" in data  # the trainer's record is kept
+
+
 def plugin_with(model_dir: Path, tmp_path: Path):
     from gdl_studio.core.host import Studio
 

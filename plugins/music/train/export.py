@@ -95,9 +95,15 @@ def check_against_torch(model: MusicTransformer, prefill_path: Path, step_path: 
     return diff
 
 
-def export(checkpoint: Path, out_dir: Path, model_id: str | None = None) -> dict[str, Any]:
+def export(
+    checkpoint: Path,
+    out_dir: Path,
+    model_id: str | None = None,
+    about_data: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Export a train.py checkpoint to ``out_dir``/prefill.onnx and step.onnx; returns the
-    card (also written there as card.json)."""
+    card (also written there as card.json).  ``about_data`` (name, source, licence) completes
+    the card's record of a folder of MIDI files, which the trainer knows only by its path."""
     ck = load_checkpoint(checkpoint)
     cfg = ck.get("config") or {}
     if "architecture" not in cfg or "model" not in ck or "tokenizer" not in cfg:
@@ -124,7 +130,7 @@ def export(checkpoint: Path, out_dir: Path, model_id: str | None = None) -> dict
         "parameters": sum(p.numel() for p in model.parameters()),
         "tokenizer": tok.config(),
         "window": int(cfg.get("max_len", 1024)),
-        "data": cfg.get("data_info") or {},
+        "data": {**(cfg.get("data_info") or {}), **(about_data or {})},
         "training": training_record(ck, cfg, SETTINGS),
         "val_history": history,
         "val_nll_torch": round(min(v["val_nll"] for v in history), 5) if history else None,
@@ -199,13 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help=".../assets/music/<model-id>")
     p.add_argument("--model-id", help="default: the name of the --out folder")
     p.add_argument("--default", action="store_true", help="mark the printed [[models]] default")
+    for field in ("name", "source", "licence"):
+        p.add_argument(f"--data-{field}", help=f"the training data's {field}, for the card")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        card = export(args.checkpoint, args.out, args.model_id)
+        about = {k: getattr(args, f"data_{k}") for k in ("name", "source", "licence")}
+        card = export(
+            args.checkpoint, args.out, args.model_id, {k: v for k, v in about.items() if v}
+        )
     except (TrainError, ValueError) as exc:
         fail(PROG, str(exc))
     print(
