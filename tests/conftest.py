@@ -20,6 +20,18 @@ def studio_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     return home
 
 
+@pytest.fixture(scope="module")
+def builtin_studio(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The shipped plugins, shared by a module's tests, under a home of their own: a
+    module-scoped fixture is set up before the per-test home above, so it must not read the
+    environment's (it would be the user's real data folder)."""
+    from gdl_studio.core.host import Studio
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GDL_STUDIO_HOME", str(tmp_path_factory.mktemp("module-home")))
+        return Studio.create(include_entry_points=False)
+
+
 @pytest.fixture(autouse=True)
 def fresh_plugin_modules():
     """Each test imports its own fixture plugins, never a previous test's copies."""

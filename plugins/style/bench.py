@@ -31,7 +31,9 @@ SIDE = 1000  # 1 megapixel
 STYLE = "19"
 
 
-def _medians(ours: Callable[[], Any], peer: Callable[[], Any], repeat: int) -> tuple[float, float]:
+def paired_medians(
+    ours: Callable[[], Any], peer: Callable[[], Any], repeat: int
+) -> tuple[float, float]:
     ours(), peer()  # warm-up: sessions, kernels, caches
     a, b = [], []
     for _ in range(repeat):
@@ -47,6 +49,10 @@ def _medians(ours: Callable[[], Any], peer: Callable[[], Any], repeat: int) -> t
 def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
     kind = str(ctx.model.extras.get("kind", "")) if ctx.model else ""
     if kind == "johnson":
+        try:
+            from .train.bench import bench_own
+        except ImportError:
+            raise JobError("bench style compares with torch: install the [train] extra") from None
         return bench_own(ctx, repeat)
     if kind == "gatys":
         raise JobError("bench style times the feed-forward networks; the classic model's "
@@ -65,7 +71,7 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
             "blend": 0.5, "painting_b": ""}  # fmt: skip
 
     preset = Networks(context_for(ctx.studio, "style", "magenta-26"))
-    ours_s, peer_s = _medians(
+    ours_s, peer_s = paired_medians(
         lambda: finish(stylize(preset, base, photo, state), photo, base, None, "multistyle"),
         lambda: peer.stylize(photo, style=int(STYLE)),
         repeat,
@@ -78,7 +84,7 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
     }
     arbitrary = Networks(context_for(ctx.studio, "style", "magenta-arbitrary"))
     with_painting = {**base, "painting": str(sample_photo("coffee"))}
-    ours_a, peer_a = _medians(
+    ours_a, peer_a = paired_medians(
         lambda: finish(
             stylize(arbitrary, with_painting, photo, state), photo, base, None, "arbitrary"
         ),
@@ -93,51 +99,3 @@ def bench(ctx: PluginContext, repeat: int = 5) -> dict[str, Any]:
         provider=preset.ctx.provider,
     )
     return out
-
-
-def bench_own(ctx: PluginContext, repeat: int) -> dict[str, Any]:
-    """A network trained by the project (``--model van-gogh-auvers`` ...): the studio's
-    pipeline on the 1-megapixel photo, and the network alone in ONNX Runtime against torch
-    eager (rebuilt from the file's weights; needs the [train] extra), in the same run."""
-    try:
-        import torch
-        from gdl_studio_plugins.style.train.export import torch_model_from_onnx
-    except ImportError:
-        raise JobError("bench style compares with torch: install the [train] extra") from None
-    import numpy as np
-
-    photo = Image.open(sample_photo("astronaut")).convert("RGB").resize((SIDE, SIDE))
-    nets = Networks(ctx)
-    state = TaskState()
-    params = {"strength": 1.0, "preserve_colours": False}
-    x = np.asarray(photo, np.float32).transpose(2, 0, 1)[None] / 255.0
-    module = torch_model_from_onnx(ctx.graph_path(), ctx.card()["architecture"]).eval()
-    session = ctx.session()
-
-    def torch_run() -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x))
-
-    with torch.inference_mode():
-        diff = float(
-            np.abs(session.run({"image": x})[0] - module(torch.from_numpy(x)).numpy()).max()
-        )
-    if diff > 1e-3:
-        raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same network")
-    pipeline_s, _ = _medians(
-        lambda: finish(stylize(nets, params, photo, state), photo, params, None),
-        lambda: None,
-        repeat,
-    )
-    ort_s, torch_s = _medians(lambda: session.run({"image": x}), torch_run, repeat)
-    return {
-        "photo": f"{SIDE}x{SIDE}",
-        "megapixel_s": round(pipeline_s, 3),
-        "ort_s": round(ort_s, 3),
-        "torch_s": round(torch_s, 3),
-        "ratio": round(torch_s / ort_s, 2),
-        "max_abs_diff": diff,
-        "torch_threads": torch.get_num_threads(),
-        "repeat": repeat,
-        "provider": ctx.provider,
-    }

@@ -35,8 +35,8 @@ FAST = {"steps": 4, "octaves": 2, "jitter": 0, "seed": 3}
 
 
 @pytest.fixture(scope="module")
-def studio() -> Studio:
-    return Studio.create(include_entry_points=False)
+def studio(builtin_studio: Studio) -> Studio:
+    return builtin_studio
 
 
 def photo(path: Path, size: tuple[int, int] = (150, 110), seed: int = 0) -> Path:

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def studio() -> Studio:
-    return Studio.create(include_entry_points=False)
+def studio(builtin_studio: Studio) -> Studio:
+    return builtin_studio
 
 
 def picture(path: Path, size: tuple[int, int] = (90, 60), seed: int = 0) -> Path:
