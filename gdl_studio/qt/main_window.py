@@ -303,6 +303,11 @@ class MainWindow(QMainWindow):
             return
         model = m.model(self.model_combo.currentData()) if m.models else None
         keep = self.panel.values() if self.panel.specs else {}
+        if self._plugin is not None and self.panel.specs:
+            # Settings that only some models have (for_kinds) are remembered while another
+            # model is chosen, so switching back finds them as they were.
+            keep = {**self.studio.settings.last_params(self._plugin.id), **keep}
+            self.studio.settings.set_last_params(self._plugin.id, keep)
         self.panel.set_specs(specs_for_model(m.params, model))
         self.panel.set_values(keep)
 
@@ -316,7 +321,8 @@ class MainWindow(QMainWindow):
 
     def _remember_params(self) -> None:
         if self._plugin is not None and self._plugin.ok:
-            self.studio.settings.set_last_params(self._plugin.id, self.panel.values())
+            stored = self.studio.settings.last_params(self._plugin.id)  # incl. other models'
+            self.studio.settings.set_last_params(self._plugin.id, {**stored, **self.panel.values()})
 
     def show_plugins_dialog(self) -> PluginsDialog:
         dialog = PluginsDialog(self.studio.registry, self)

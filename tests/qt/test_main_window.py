@@ -291,3 +291,19 @@ def test_float_slider_keeps_fractions(window: MainWindow) -> None:
     assert isinstance(window.panel.value("delay"), float)
     window.panel.set_value("steps", 7)
     assert window.panel.value("steps") == 7 and isinstance(window.panel.value("steps"), int)
+
+
+def test_a_models_own_settings_survive_switching_models(qtbot) -> None:
+    """The style plugin's classic model has settings the others do not show (for_kinds):
+    the panel shows each model its own, and switching away and back keeps their values."""
+    win = MainWindow(Studio.create(include_entry_points=False))
+    qtbot.addWidget(win)
+    assert win.select_plugin("style")
+    win.model_combo.setCurrentIndex(win.model_combo.findData("gatys-lite0"))
+    assert "iterations" in win.panel.editors and "styles" not in win.panel.editors
+    win.panel.set_values({"iterations": 7, "strength": 0.5})
+    win.model_combo.setCurrentIndex(win.model_combo.findData("magenta-26"))
+    assert "iterations" not in win.panel.editors and "styles" in win.panel.editors
+    assert win.panel.values()["strength"] == 0.5  # shared by both: kept
+    win.model_combo.setCurrentIndex(win.model_combo.findData("gatys-lite0"))
+    assert win.panel.values()["iterations"] == 7
