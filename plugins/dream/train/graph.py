@@ -137,17 +137,22 @@ class DreamGraph(nn.Module):
         g = F.conv_transpose2d(g, w, None, spec.stride, 0, 0, spec.groups)
         return g[:, :, before : g.shape[2] - after, before : g.shape[3] - after]
 
+    def _act(self, i: int, x: torch.Tensor, masks: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Layer ``i`` on ``x`` (convolution, then ReLU6 where it has one), keeping the
+        ReLU6 derivative in ``masks[i]`` for the backward pass."""
+        pre = self._conv(i, x)
+        if not self.specs[i].relu6:
+            return pre
+        masks[i] = ((pre > 0) & (pre < 6)).to(pre.dtype)
+        return pre.clamp(0.0, 6.0)
+
     def forward(
         self, image: torch.Tensor, layer_weights: torch.Tensor, class_weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         masks: dict[int, torch.Tensor] = {}  # ReLU6 derivative of each layer
 
         def act(i: int, x: torch.Tensor) -> torch.Tensor:
-            pre = self._conv(i, x)
-            if not self.specs[i].relu6:
-                return pre
-            masks[i] = ((pre > 0) & (pre < 6)).to(pre.dtype)
-            return pre.clamp(0.0, 6.0)
+            return self._act(i, x, masks)
 
         # ---------------------------------------------------------------- forward
         x = act(self.stem, image)

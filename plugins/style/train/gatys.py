@@ -63,14 +63,10 @@ class GatysGraph(DreamGraph):
         content_weight: torch.Tensor,
         style_weights: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        masks: dict[int, torch.Tensor] = {}
+        masks: dict[int, torch.Tensor] = {}  # ReLU6 derivative of each layer
 
         def act(i: int, x: torch.Tensor) -> torch.Tensor:
-            pre = self._conv(i, x)
-            if not self.specs[i].relu6:
-                return pre
-            masks[i] = ((pre > 0) & (pre < 6)).to(pre.dtype)
-            return pre.clamp(0.0, 6.0)
+            return self._act(i, x, masks)
 
         # ---------------------------------------------------------------- forward
         last = len(self.blocks) - 1
