@@ -32,9 +32,13 @@ def window(qtbot, tmp_path: Path) -> MainWindow:
 
 def generate(qtbot, win: MainWindow, **values) -> None:
     win.panel.set_values(values)
+    shown = win.gallery.count()
     with qtbot.waitSignal(win.runner.running_changed, timeout=10_000,
                           check_params_cb=lambda running: not running):  # fmt: skip
         assert win.generate()
+    # running_changed reaches this test's direct connection from the job's thread, which can
+    # be before the window has handled the queued result: wait until it is in the gallery.
+    qtbot.waitUntil(lambda: win.gallery.count() > shown, timeout=10_000)
 
 
 def cell_centre(canvas, row: int, col: int) -> QPoint:
