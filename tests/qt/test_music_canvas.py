@@ -10,6 +10,7 @@ from gdl_studio_plugins.music.tokenizers import ChoraleTokenizer
 from PySide6.QtCore import QPoint, Qt
 
 from gdl_studio.qt.main_window import MainWindow
+from tests.fixtures.window import generate_and_wait
 from tests.plugins.test_music_plugin import Bigram, make_studio, write_jsb_json
 
 
@@ -28,11 +29,7 @@ def test_generated_notes_stream_to_the_piano_roll(qtbot, window: MainWindow) -> 
     streamed: list[int] = []
     original = window.piano_roll.set_notes
     window.piano_roll.set_notes = lambda notes: (streamed.append(len(notes)), original(notes))
-    shown = window.gallery.count()
-    with qtbot.waitSignal(window.runner.running_changed, timeout=20_000,
-                          check_params_cb=lambda running: not running):  # fmt: skip
-        qtbot.mouseClick(window.generate_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.gallery.count() > shown, timeout=10_000)  # result handled
+    generate_and_wait(qtbot, window)
     result, prov, path = window.current
     assert prov.plugin == "music" and path is not None and path.suffix == ".mid"
     assert streamed and streamed == sorted(streamed)  # the piece grew on the roll
@@ -64,11 +61,7 @@ def test_a_melody_drawn_on_the_roll_is_harmonised(qtbot, window: MainWindow) -> 
     path = Path(window.panel.values()["midi"])
     assert path.parent == window.studio.paths.data / "melodies" and path.is_file()
     window.panel.set_values({"mode": "harmonise", "temperature": 1.0, "length": 1})
-    shown = window.gallery.count()
-    with qtbot.waitSignal(window.runner.running_changed, timeout=20_000,
-                          check_params_cb=lambda running: not running):  # fmt: skip
-        qtbot.mouseClick(window.generate_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.gallery.count() > shown, timeout=10_000)  # result handled
+    generate_and_wait(qtbot, window)
     result, prov, _ = window.current
     assert prov.params["mode"] == "harmonise"
     tok = ChoraleTokenizer()

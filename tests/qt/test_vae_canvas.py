@@ -15,6 +15,7 @@ from gdl_studio.core.results import read_provenance
 from gdl_studio.qt.main_window import MainWindow
 from tests.fixtures.images import write_idx
 from tests.fixtures.vae_plugin import make_vae_plugin
+from tests.fixtures.window import generate_and_wait
 
 
 @pytest.fixture
@@ -32,13 +33,7 @@ def window(qtbot, tmp_path: Path) -> MainWindow:
 
 def generate(qtbot, win: MainWindow, **values) -> None:
     win.panel.set_values(values)
-    shown = win.gallery.count()
-    with qtbot.waitSignal(win.runner.running_changed, timeout=10_000,
-                          check_params_cb=lambda running: not running):  # fmt: skip
-        assert win.generate()
-    # running_changed reaches this test's direct connection from the job's thread, which can
-    # be before the window has handled the queued result: wait until it is in the gallery.
-    qtbot.waitUntil(lambda: win.gallery.count() > shown, timeout=10_000)
+    generate_and_wait(qtbot, win, timeout=10_000)
 
 
 def cell_centre(canvas, row: int, col: int) -> QPoint:
