@@ -29,7 +29,13 @@ class Finished:
 
 
 class JobRunner(QObject):
-    """Runs :func:`run_job` in a daemon thread and reports through signals (queued to the UI)."""
+    """Runs :func:`run_job` in a daemon thread and reports through signals (queued to the UI).
+
+    How a job ended reaches the runner's own thread (the window's) first, which then emits
+    ``finished``, ``failed`` or ``cancelled`` and ``running_changed(False)``: whether the job
+    was replaced by a newer one is decided there, in order with ``start``.  Decided in the job's
+    thread, a job that ended just before a new one started would still be shown, and say "not
+    running" while the new one runs."""
 
     progress = Signal(float, str)
     preview = Signal(object)  # Preview, coalesced: at most one pending at a time
@@ -38,6 +44,9 @@ class JobRunner(QObject):
     failed = Signal(str)
     cancelled = Signal()
     running_changed = Signal(bool)
+    # The job thread's report of its end (generation, which public signal, its arguments),
+    # queued to the runner's own thread by Qt's automatic connection.
+    _ended = Signal(int, str, object)
 
     def __init__(self, history: History, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -48,6 +57,7 @@ class JobRunner(QObject):
         self._pending: Preview | None = None
         self._pending_signalled = False
         self._generation = 0
+        self._ended.connect(self._on_ended)
 
     @property
     def running(self) -> bool:
@@ -83,14 +93,14 @@ class JobRunner(QObject):
         try:
             outcome = run_job(job, state)
         except Cancelled:
-            self._done(generation, self.cancelled)
+            self._ended.emit(generation, "cancelled", ())
             return
         except (Exception, SystemExit) as exc:  # report anything, keep the app alive
             if isinstance(exc, StudioError):  # its message is already written for the user
                 detail = str(exc)
             else:
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._done(generation, self.failed, f"{job.context.record.name}: {detail}")
+            self._ended.emit(generation, "failed", (f"{job.context.record.name}: {detail}",))
             return
         entry, save_error = None, None
         try:
@@ -101,17 +111,17 @@ class JobRunner(QObject):
             # Pillow raise ValueError): either way the window must hear that the job ended, or
             # it would wait for it for ever.
             save_error = f"The result could not be saved to the history: {exc}"
-        self._done(generation, self.finished, Finished(outcome, entry, save_error))
+        self._ended.emit(generation, "finished", (Finished(outcome, entry, save_error),))
 
     def _emit(self, generation: int, signal: Any, *args: Any) -> None:
         if generation == self._generation:
             signal.emit(*args)
 
-    def _done(self, generation: int, signal: Any, *args: Any) -> None:
+    def _on_ended(self, generation: int, name: str, args: tuple[Any, ...]) -> None:
         if generation != self._generation:
             return  # a job that was replaced by a newer one reports nothing
         self.take_preview()
-        signal.emit(*args)
+        getattr(self, name).emit(*args)
         self.running_changed.emit(False)
 
     def _queue_preview(self, generation: int, preview: Any) -> None:

@@ -242,6 +242,26 @@ def test_cell_actions_appear_in_the_menu_and_fill_the_panel(qtbot, window: MainW
     assert window.current[1].seed == 700 and window.current[1].params["batch"] == 1
 
 
+def test_a_job_replaced_after_it_ended_reports_nothing(qtbot, window: MainWindow) -> None:
+    """A job whose end is still on its way to the window when a new job starts is dropped:
+    the window does not show its result, nor hear "not running" while the new job runs."""
+    window.select_plugin("tinygen")
+    seed_editor = window.panel.editors["seed"]
+    assert isinstance(seed_editor, SeedEditor)
+    seed_editor.lock.setChecked(True)
+    shown: list[int] = []
+    running: list[bool] = []
+    window.runner.finished.connect(lambda done: shown.append(done.outcome.provenance.seed))
+    window.runner.running_changed.connect(running.append)
+    seed_editor.set_value(111)
+    qtbot.mouseClick(window.generate_button, Qt.MouseButton.LeftButton)
+    assert window.runner.wait(10.0)  # ended, but no event handled yet: its end is queued
+    seed_editor.set_value(222)
+    generate(qtbot, window)
+    assert shown == [222] and window.current[1].seed == 222
+    assert running == [True, True, False]
+
+
 def test_guessing_game_marks_cells_and_scores_the_answer(qtbot, window: MainWindow) -> None:
     window.select_plugin("tinygen")
     window.panel.set_value("batch", 4)
