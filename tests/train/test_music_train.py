@@ -165,6 +165,24 @@ def test_resume_continues_exactly(npz: Path, tmp_path: Path, capsys) -> None:
     assert "--d-model" in capsys.readouterr().err
 
 
+def test_bf16_autocast_trains_like_fp32_and_keeps_float32_weights(
+    npz: Path, tmp_path: Path
+) -> None:
+    common = ["--data", str(npz), "--steps", "3", "--dropout", "0", "--log-every", "1", *TINY]
+    assert train_main([*common, "--out", str(tmp_path / "fp32")]) == 0
+    assert train_main([*common, "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
+    a, b = load(tmp_path / "fp32" / "checkpoint.pt"), load(tmp_path / "bf16" / "checkpoint.pt")
+    first = [
+        float((run / "log.csv").read_text().splitlines()[1].split(",")[2])
+        for run in (tmp_path / "fp32", tmp_path / "bf16")
+    ]
+    assert first[1] == pytest.approx(first[0], rel=0.02)  # the same loss, rounded differently
+    assert all(v.dtype == torch.float32 for v in b["model"].values() if v.is_floating_point())
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # it did run bf16
+    # A run option: a resumed run may change it.
+    assert train_main(["--out", str(tmp_path / "bf16"), "--resume", "--steps", "4"]) == 0
+
+
 class _RunsCode:
     def __reduce__(self):
         import os

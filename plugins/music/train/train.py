@@ -41,7 +41,7 @@ BEST = "best.pt"
 FORMAT = 1
 RESUMABLE = {
     "epochs", "steps", "stop_after", "time_limit", "log_every", "save_every", "val_every",
-    "sample_bars", "threads", "device", "resume", "out",
+    "sample_bars", "threads", "device", "resume", "out", "precision",
 }  # fmt: skip
 SETTINGS = (
     "scheme", "d_model", "layers", "heads", "kv_heads", "ff", "dropout", "batch", "max_len",
@@ -87,6 +87,13 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
+    add(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: the forward pass under bfloat16 autocast (weights, optimiser and loss stay "
+        "float32); about 1.5x faster on CPUs with AMX or AVX-512 BF16 and on recent GPUs",
+    )
     return options.parser
 
 
@@ -175,6 +182,7 @@ class Trainer(Checkpointed):
         self.commands: list[str] = []
         self.val_history: list[dict[str, float]] = []
         self.log = RunLog(out / "log.csv")
+        self.autocast_bf16 = False  # set by prepare(): a run option, not a setting
 
     @property
     def total_steps(self) -> int:
@@ -213,7 +221,8 @@ class Trainer(Checkpointed):
         # The mean over every rank's tokens: DDP averages the ranks' gradients, so each rank
         # scales its sum by world / all tokens, and any split of a batch trains alike.
         (everywhere,) = all_sum([float(tokens)], self.d)
-        logits = self.net(x)
+        with torch.autocast(self.d.device.type, torch.bfloat16, enabled=self.autocast_bf16):
+            logits = self.net(x).float()
         nll = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD, reduction="sum"
         )
@@ -335,6 +344,7 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
+    trainer.autocast_bf16 = args.precision == "bf16"
     cfg["architecture"] = dict(trainer.model.config)
     cli.start_run(trainer, ck, cmd, ck_path, d)
     if d.main:
