@@ -385,6 +385,7 @@ class MainWindow(QMainWindow):
                 self.text_canvas.clear()
             self.text_canvas.append_text(preview.text, preview.probs)
         elif preview.kind == "midi" and preview.notes:
+            self._keep_drawn_melody()
             self.piano_roll.set_notes(preview.notes)
         self._fresh_canvas = False
 
@@ -441,6 +442,7 @@ class MainWindow(QMainWindow):
             self.text_canvas.set_text(result.text, result.probs)
             self.cell_actions = cell_actions(prov.extra, 1)  # a text result is one cell
         else:
+            self._keep_drawn_melody()
             self.piano_roll.set_midi(result.midi)
             self.cell_actions = []
         plugin_canvas = self.plugin_canvases.show(result, prov)
@@ -534,6 +536,7 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as exc:  # a full disk, or values a format cannot hold
             self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
             return None
+        self.piano_roll.mark_saved()
         self.statusBar().showMessage(f"Saved {path}", 5000)
         return path
 
@@ -550,16 +553,23 @@ class MainWindow(QMainWindow):
     def use_drawn_notes(self) -> str:
         """The piano roll's notes become the current plugin's MIDI input (saved first under
         <data>/melodies, so a drawn melody outlives the window)."""
+        path = self._save_melody()
+        return "refused" if path is None else self.open_file(path)
+
+    def _keep_drawn_melody(self) -> None:
+        """Before new notes replace a melody drawn on the piano roll and not saved, it is
+        saved under <data>/melodies: a result arriving does not lose what the user drew."""
+        if self.piano_roll.unsaved and (path := self._save_melody()) is not None:
+            self.notify(f"The melody you drew was kept as {path}")
+
+    def _save_melody(self) -> Path | None:
         folder = self.studio.paths.data / "melodies"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.notify(f"Could not create {folder}: {exc}", error=True)
-            return "refused"
-        path = unused_path(folder, time.strftime("melody-%Y%m%d-%H%M%S"), ".mid")
-        if self._write_drawn(path) is None:
-            return "refused"
-        return self.open_file(path)
+            return None
+        return self._write_drawn(unused_path(folder, time.strftime("melody-%Y%m%d-%H%M%S"), ".mid"))
 
     def _write_drawn(self, path: Path) -> Path | None:
         midi = self.piano_roll.drawn_midi()
@@ -568,6 +578,7 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as exc:
             self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
             return None
+        self.piano_roll.mark_saved()
         self.statusBar().showMessage(f"Saved {path}", 5000)
         return path
 

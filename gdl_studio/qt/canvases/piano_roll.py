@@ -397,6 +397,7 @@ class PianoRollCanvas(QWidget):
         self._grid_midi: mido.MidiFile | None = None  # whose beat lines the grid follows
         self._undo: list[list[Note]] = []
         self.edited = False  # the notes shown were changed in draw mode
+        self._saved_notes: list[Note] = []
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         self.view = _RollView(self)
@@ -490,6 +491,15 @@ class PianoRollCanvas(QWidget):
         self._midi = self._play_midi = None
         self.edited = True
         self._show(notes, 0.0, self._grid_midi)
+
+    @property
+    def unsaved(self) -> bool:
+        """Notes were drawn and not written to a file since (see :meth:`mark_saved`)."""
+        return self.edited and bool(self.view.notes) and self.view.notes != self._saved_notes
+
+    def mark_saved(self) -> None:
+        """The notes shown were written to a file."""
+        self._saved_notes = list(self.view.notes)
 
     def drawn_midi(self) -> mido.MidiFile:
         """The notes shown as a MIDI file at the grid's tempo, so that they keep their beats
