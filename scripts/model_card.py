@@ -1,6 +1,6 @@
 """Fill a shipped model's card from the project's own commands, then render it as Markdown.
 
-    .venv/bin/python scripts/model_card.py PLUGIN MODEL [--bench] [--no-eval]
+    .venv/bin/python scripts/model_card.py PLUGIN MODEL [--bench] [--no-eval] [--data PATH]
 
 Runs ``gdl-studio eval PLUGIN --model MODEL --json`` (and ``bench`` with --bench) exactly as a
 user would, stores the printed JSON under ``metrics`` / ``speed`` in the model's card.json
@@ -141,6 +141,9 @@ def main() -> int:
     ap.add_argument("model", help="model id (or a card.json path with --no-eval)")
     ap.add_argument("--bench", action="store_true", help="also run `gdl-studio bench`")
     ap.add_argument("--no-eval", action="store_true", help="only render card.md")
+    ap.add_argument(
+        "--data", help="evaluation data for `eval --data` (e.g. the CIFAR-10 tarball), if needed"
+    )
     args = ap.parse_args()
     path = card_path(args.plugin, args.model)
     card = json.loads(path.read_text())
@@ -158,6 +161,8 @@ def main() -> int:
     runs += ["bench"] if args.bench else []
     for command in runs:
         argv = [command, args.plugin, "--model", args.model, "--json"]
+        if command == "eval" and args.data:
+            argv[-1:-1] = ["--data", args.data]
         out = gdl_studio(*argv)
         key = "metrics" if command == "eval" else "speed"
         card[key] = out
