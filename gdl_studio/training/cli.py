@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -43,6 +44,17 @@ class Options:
         if not self.suppress:
             kw["default"] = default
         self.parser.add_argument(*flags, **kw)
+
+    def add_precision(self) -> None:
+        """``--precision fp32|bf16``: a run option (a resumed run may change it), used through
+        :func:`autocast`."""
+        self.add(
+            "--precision",
+            choices=["fp32", "bf16"],
+            default="fp32",
+            help="bf16: the forward pass under bfloat16 autocast (weights, optimiser and loss "
+            "stay float32); about 1.5x faster on CPUs with AMX or AVX-512 BF16 and on recent GPUs",
+        )
 
     def add_run_length(self) -> None:
         """``--epochs N`` or ``--steps N`` (one of them; neither: the trainer's default)."""
@@ -207,6 +219,11 @@ def finish_run(
         f"{seconds:.0f} s of training; {where}",
     )
     return 0
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context for a training forward pass at ``precision`` (``--precision``)."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
 
 
 # ------------------------------------------------------------------------------- main

@@ -86,6 +86,18 @@ def test_training_writes_its_files_and_resumes_exactly(fashion: Path, tmp_path: 
     assert a["config"]["classes"][0] == "T-shirt/top"
 
 
+def test_bf16_autocast_trains_and_keeps_float32_weights(fashion: Path, tmp_path: Path) -> None:
+    assert train(args(fashion, tmp_path / "a", "--steps", "3")) == 0
+    assert train(args(fashion, tmp_path / "b", "--steps", "3", "--precision", "bf16")) == 0
+    a, b = load(tmp_path / "a" / "checkpoint.pt"), load(tmp_path / "b" / "checkpoint.pt")
+    assert all(v.dtype == torch.float32 for v in b["model"].values() if v.is_floating_point())
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    loss = [float((t / "log.csv").read_text().splitlines()[1].split(",")[2]) for t in (
+        tmp_path / "a", tmp_path / "b")]  # fmt: skip
+    assert loss[1] == pytest.approx(loss[0], rel=0.05)
+    assert train(["--out", str(tmp_path / "b"), "--resume", "--steps", "4"]) == 0
+
+
 def test_bad_options_say_why(fashion: Path, tmp_path: Path, capsys) -> None:
     assert train(args(fashion, tmp_path / "a", "--attention", "5")) == 2
     assert "--attention levels must be 0..1" in capsys.readouterr().err

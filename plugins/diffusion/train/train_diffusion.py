@@ -47,6 +47,7 @@ from gdl_studio.training.checkpoints import (
 )
 from gdl_studio.training.cli import (
     Options,
+    autocast,
     command_line,
     count_parameters,
     resumed_settings,
@@ -77,6 +78,7 @@ RESUMABLE = {
     "sample_every",
     "threads",
     "device",
+    "precision",
     "resume",
     "out",
 }
@@ -128,6 +130,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
+    options.add_precision()
     return options.parser
 
 
@@ -250,6 +253,7 @@ class Trainer(Checkpointed):
         self.commands: list[str] = []
         self.history: list[dict[str, float]] = []
         self.log = LossLog(out / "log.csv", ["loss", "lr", "img_s", "test_loss"])
+        self.precision = "fp32"  # set by prepare(): a run option, not a setting
 
     @property
     def total_steps(self) -> int:
@@ -313,7 +317,8 @@ class Trainer(Checkpointed):
         lr = self.lr_at(self.step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        pred = self.net(x, var, label)
+        with autocast(dev, self.precision):
+            pred = self.net(x, var, label).float()
         loss = F.mse_loss(pred, eps) if cfg["loss"] == "l2" else F.l1_loss(pred, eps)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -442,6 +447,7 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, train, test, d, out)
+    trainer.precision = args.precision
     cfg["architecture"] = dict(trainer.model.config)
     start_run(trainer, ck, cmd, ck_path, d)
     if d.main:

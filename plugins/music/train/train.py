@@ -87,13 +87,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
-    add(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="bf16: the forward pass under bfloat16 autocast (weights, optimiser and loss stay "
-        "float32); about 1.5x faster on CPUs with AMX or AVX-512 BF16 and on recent GPUs",
-    )
+    options.add_precision()
     return options.parser
 
 
@@ -182,7 +176,7 @@ class Trainer(Checkpointed):
         self.commands: list[str] = []
         self.val_history: list[dict[str, float]] = []
         self.log = RunLog(out / "log.csv")
-        self.autocast_bf16 = False  # set by prepare(): a run option, not a setting
+        self.precision = "fp32"  # set by prepare(): a run option, not a setting
 
     @property
     def total_steps(self) -> int:
@@ -221,7 +215,7 @@ class Trainer(Checkpointed):
         # The mean over every rank's tokens: DDP averages the ranks' gradients, so each rank
         # scales its sum by world / all tokens, and any split of a batch trains alike.
         (everywhere,) = all_sum([float(tokens)], self.d)
-        with torch.autocast(self.d.device.type, torch.bfloat16, enabled=self.autocast_bf16):
+        with cli.autocast(self.d.device, self.precision):
             logits = self.net(x).float()
         nll = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD, reduction="sum"
@@ -344,7 +338,7 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
-    trainer.autocast_bf16 = args.precision == "bf16"
+    trainer.precision = args.precision
     cfg["architecture"] = dict(trainer.model.config)
     cli.start_run(trainer, ck, cmd, ck_path, d)
     if d.main:
