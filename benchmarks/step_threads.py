@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from benchmarks._docs import update_section
+from _docs import update_section  # this folder: run as `python benchmarks/NAME.py`
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"1 thread": 1, "2 threads": 2, "default": 0}
