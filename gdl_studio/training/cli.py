@@ -53,8 +53,8 @@ class Options:
             choices=["fp32", "bf16"],
             default="fp32",
             help="bf16: the forward pass under bfloat16 autocast (weights, optimiser and loss "
-            "stay float32); faster on CPUs with AMX or AVX-512 BF16 and on recent GPUs "
-            "(benchmarks/train_precision.py measures it)",
+            "stay float32); faster on recent GPUs and on CPUs with AMX, slower on CPUs with "
+            "AVX-512 BF16 alone (benchmarks/train_precision.py measures it)",
         )
 
     def add_run_length(self) -> None:
