@@ -91,26 +91,31 @@ def on_folder(folder: Path, options: str = "") -> list[str]:
 @pytest.mark.parametrize("size", [28, 32])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("n_classes", [0, 10])
-def test_model_shapes_and_ranges(size: int, channels: int, n_classes: int) -> None:
+@pytest.mark.parametrize("arch", ["dcgan", "deep"])
+def test_model_shapes_and_ranges(size: int, channels: int, n_classes: int, arch: str) -> None:
     torch.manual_seed(0)
-    g = Generator(latent_dim=16, n_classes=n_classes, channels=channels, size=size, width=8)
+    g = Generator(16, n_classes, channels, size, width=8, arch=arch)
+    # deep: 4x4 -> 32 (three doublings) where the size allows, 7x7 -> 28 otherwise.
+    assert g.start == (4 if arch == "deep" and size == 32 else size // 4)
     z = torch.randn(5, 16)
     label = torch.arange(5) % 10 if n_classes else None
     x = g(z, label)
     assert x.shape == (5, channels, size, size)
     assert x.min() >= -1 and x.max() <= 1
     for kw in ({"norm": "batch"}, {"norm": "layer", "dropout": 0.3}, {"norm": "none"}):
-        d = Discriminator(n_classes=n_classes, channels=channels, size=size, width=8, **kw)
+        d = Discriminator(
+            n_classes=n_classes, channels=channels, size=size, width=8, arch=arch, **kw
+        )
         logit, cls = d(x, label)
         assert logit.shape == (5,) and cls is None
     if n_classes:
-        ac = Discriminator(n_classes, channels, size, width=8, aux_classifier=True)
+        ac = Discriminator(n_classes, channels, size, width=8, aux_classifier=True, arch=arch)
         logit, cls = ac(x, label)
         assert logit.shape == (5,) and cls is not None and cls.shape == (5, n_classes)
         # The class head sees the image only: it cannot read the label back.
         other = (label + 1) % n_classes
         assert torch.equal(ac(x, other)[1], cls) and not torch.equal(ac(x, other)[0], logit)
-        mb = Discriminator(n_classes, channels, size, width=8, mbstd_group=4)
+        mb = Discriminator(n_classes, channels, size, width=8, mbstd_group=4, arch=arch)
         assert mb(x, label)[0].shape == (5,)  # 5 is not a multiple of 4: groups shrink
     clf = Classifier(10, channels, size, width=8, feature_dim=24)
     logits, features = clf(x)
@@ -122,6 +127,20 @@ def test_minibatch_std_shows_collapse() -> None:
     out = minibatch_std(same, 4)
     assert out.shape == (8, 4, 4, 4) and out[:, -1].abs().max() < 1e-3
     assert minibatch_std(torch.randn(8, 3, 4, 4), 4)[:, -1].min() > 0.1
+
+
+def test_deep_architecture_is_deeper_and_checked() -> None:
+    shallow, deep = Generator(16, 0, 3, 32, 8), Generator(16, 0, 3, 32, 8, arch="deep")
+    convs = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    depth = [sum(isinstance(m, convs) for m in g.modules()) for g in (shallow, deep)]
+    assert depth == [2, 4]
+    d_depth = [
+        sum(isinstance(m, torch.nn.Conv2d) for m in Discriminator(0, 3, 32, 8, arch=a).modules())
+        for a in ("dcgan", "deep")
+    ]
+    assert d_depth == [2, 7]
+    with pytest.raises(ValueError, match="unknown architecture"):
+        Generator(16, 0, 3, 32, 8, arch="huge")
 
 
 def test_conditional_generator_needs_a_label() -> None:
@@ -319,7 +338,7 @@ def test_classifier_training_and_export(fashion: Path, tmp_path: Path, capsys) -
 def test_generator_export(folder: Path, fashion: Path, tmp_path: Path, conditional: bool) -> None:
     run = tmp_path / "run"
     data = (
-        on_folder(folder, "--size 16 --conditional")
+        on_folder(folder, "--size 16 --conditional --arch deep")
         if conditional
         else words("--data fashion --data-path", fashion)
     )
@@ -342,6 +361,7 @@ def test_generator_export(folder: Path, fashion: Path, tmp_path: Path, condition
     assert card["training"]["steps"] == 3 and card["training"]["command"].startswith("python -m")
     assert card["onnx_vs_torch_max_abs_diff"] <= 1e-4
     assert card["classes"] == (["discs", "squares"] if conditional else [])
+    assert card["architecture"]["arch"] == ("deep" if conditional else "dcgan")
     size, ch = (16, 3) if conditional else (28, 1)
 
     import onnxruntime as ort

@@ -1,8 +1,17 @@
 """The GAN plugin's networks: a DCGAN generator and discriminator (optionally class-conditional,
 with an AC-GAN head), and the small classifier the evaluator uses.
 
-Sizes are any multiple of 4 (28 for Fashion-MNIST, 32 for CIFAR-10): the generator starts
-from a (size/4)-pixel map and doubles it twice; the discriminator halves it twice.
+Two architectures (``arch``):
+
+- ``dcgan``: the book's DCGAN.  Sizes are any multiple of 4 (28 for Fashion-MNIST, 32 for
+  CIFAR-10): the generator starts from a (size/4)-pixel map and doubles it twice; the
+  discriminator halves it twice.
+- ``deep``: the "standard CNN" of the spectral-normalisation paper (Miyato et al. 2018), the
+  usual DCGAN for 32x32 colour: the generator starts from a 4x4 map of 8 x width channels and
+  doubles it three times (sizes that are a multiple of 8; twice, from size/4, otherwise), then a
+  3x3 convolution makes the image; the discriminator puts a 3x3 convolution before every
+  stride-2 one and one more at the end, so each scale is looked at twice.  About 4x the
+  compute of ``dcgan`` at the same width, and the capacity colour images need.
 """
 
 from __future__ import annotations
@@ -12,18 +21,24 @@ from typing import Any
 import torch
 from torch import nn
 
+ARCHS = ("dcgan", "deep")
 
-def _check_size(size: int) -> int:
+
+def _doublings(size: int, arch: str) -> int:
+    """How many times the generator doubles its first map (the discriminator halves)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r} ({', '.join(ARCHS)})")
     if size < 8 or size % 4:
         raise ValueError(f"image size must be a multiple of 4 and at least 8, not {size}")
-    return size // 4
+    return 3 if arch == "deep" and size % 8 == 0 and size >= 16 else 2
 
 
 class Generator(nn.Module):
     """DCGAN generator: z (and a label embedding) -> linear -> (2w, s/4, s/4) -> two
     transposed convolutions (kernel 4, stride 2: the kernel is divisible by the stride, so
     every output pixel gets the same number of contributions and no checkerboard appears)
-    -> tanh image in [-1, 1]."""
+    -> tanh image in [-1, 1].  ``arch="deep"``: (8w, 4, 4) -> three such doublings down to
+    w channels -> a 3x3 convolution to the image (see the module's docstring)."""
 
     def __init__(
         self,
@@ -33,6 +48,7 @@ class Generator(nn.Module):
         size: int = 28,
         width: int = 64,
         embed_dim: int = 50,
+        arch: str = "dcgan",
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -42,6 +58,7 @@ class Generator(nn.Module):
             "size": size,
             "width": width,
             "embed_dim": embed_dim if n_classes else 0,
+            "arch": arch,
         }
         self.latent_dim, self.n_classes, self.channels, self.size = (
             latent_dim,
@@ -49,23 +66,29 @@ class Generator(nn.Module):
             channels,
             size,
         )
-        self.start = _check_size(size)
+        ups = _doublings(size, arch)
+        self.start = size >> ups
         self.embed = nn.Embedding(n_classes, embed_dim) if n_classes else None
         in_dim = latent_dim + (embed_dim if n_classes else 0)
-        c0 = 2 * width
+        deep = arch == "deep"
+        c0 = width << ups if deep else 2 * width
         # Batch norm is applied after the reshape (BatchNorm2d, not 1d on the flat vector):
         # per-channel statistics are what the convolutions that follow see, and the ONNX
         # graph keeps a plain BatchNormalization node with the module's own tensors.
         self.fc = nn.Linear(in_dim, c0 * self.start * self.start, bias=False)
-        self.body = nn.Sequential(
-            nn.BatchNorm2d(c0),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(c0, width, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),
-            nn.Tanh(),
-        )
+        layers: list[nn.Module] = [nn.BatchNorm2d(c0), nn.ReLU(inplace=True)]
+        c = c0
+        for i in range(ups):
+            last = i == ups - 1 and not deep  # dcgan: the last doubling makes the image
+            c_out = channels if last else c // 2
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1, bias=last))
+            if not last:
+                layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c = c_out
+        if deep:
+            layers.append(nn.Conv2d(c, channels, 3, padding=1))
+        layers.append(nn.Tanh())
+        self.body = nn.Sequential(*layers)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -115,6 +138,7 @@ class Discriminator(nn.Module):
         dropout: float = 0.0,
         aux_classifier: bool = False,
         mbstd_group: int = 0,
+        arch: str = "dcgan",
     ) -> None:
         super().__init__()
         if aux_classifier and not n_classes:
@@ -128,22 +152,21 @@ class Discriminator(nn.Module):
             "dropout": dropout,
             "aux_classifier": aux_classifier,
             "mbstd_group": mbstd_group,
+            "arch": arch,
         }
         self.size = size
         self.mbstd_group = mbstd_group
-        end = _check_size(size)
+        ups = _doublings(size, arch)
+        end = size >> ups
         self.embed = nn.Embedding(n_classes, size * size) if n_classes else None
-        self.features = _d_trunk(channels + (1 if n_classes else 0), width, norm, dropout)
-        flat = (2 * width + (1 if mbstd_group else 0)) * end * end
+        in_ch = channels + (1 if n_classes else 0)
+        self.features, c = _d_trunk(in_ch, width, norm, dropout, ups, arch == "deep")
+        flat = (c + (1 if mbstd_group else 0)) * end * end
         self.adv = nn.Linear(flat, 1)
         self.aux: nn.Module | None = None
         if aux_classifier:
-            w = max(8, width // 2)
-            self.aux = nn.Sequential(
-                _d_trunk(channels, w, norm, dropout),
-                nn.Flatten(),
-                nn.Linear(2 * w * end * end, n_classes),
-            )
+            trunk, c = _d_trunk(channels, max(8, width // 2), norm, dropout, ups, arch == "deep")
+            self.aux = nn.Sequential(trunk, nn.Flatten(), nn.Linear(c * end * end, n_classes))
         _dcgan_init(self)
 
     def forward(
@@ -163,17 +186,37 @@ class Discriminator(nn.Module):
         return self.adv(h.flatten(1)).squeeze(1), cls
 
 
-def _d_trunk(in_ch: int, width: int, norm: str, dropout: float) -> nn.Sequential:
-    return nn.Sequential(
+def _d_trunk(
+    in_ch: int, width: int, norm: str, dropout: float, halvings: int = 2, deep: bool = False
+) -> tuple[nn.Sequential, int]:
+    """The discriminator's convolutions and their output channel count.  dcgan: stride-2
+    convolutions (width, 2 width, ...); deep: a 3x3 convolution before each of them and one
+    more after the last (width, width; 2w, 2w; ...; 2^halvings w)."""
+    layers: list[nn.Module] = []
+    c_in, c = in_ch, width
+    first = True
+
+    def conv(c_in: int, c_out: int, k: int, stride: int) -> None:
+        nonlocal first
         # No normalisation on the first layer (DCGAN): it would fix the input's scale.
-        nn.Conv2d(in_ch, width, 4, stride=2, padding=1),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Dropout(dropout),
-        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=norm == "none"),
-        _norm(norm, 2 * width),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Dropout(dropout),
-    )
+        layers.append(nn.Conv2d(c_in, c_out, k, stride, padding=1, bias=first or norm == "none"))
+        if not first:
+            layers.append(_norm(norm, c_out))
+        layers.extend([nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)])
+        first = False
+
+    for i in range(halvings):
+        if deep:
+            conv(c_in, c, 3, 1)
+            c_in = c
+        conv(c_in, c, 4, 2)
+        c_in = c
+        if i < halvings - 1:
+            c *= 2
+    if deep:
+        conv(c_in, 2 * c, 3, 1)
+        c *= 2
+    return nn.Sequential(*layers), c
 
 
 def minibatch_std(x: torch.Tensor, group: int = 4) -> torch.Tensor:

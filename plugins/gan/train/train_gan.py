@@ -38,7 +38,7 @@ from gdl_studio.training.images import grid_image, save_png
 
 from .common import LossLog
 from .data import NATIVE_SIZE, EpochSampler, TrainData, data_info, load_split, whole_batch
-from .models import Discriminator, Generator
+from .models import ARCHS, Discriminator, Generator
 
 MODULE = "gdl_studio_plugins.gan.train.train_gan"
 PROG = "train_gan"
@@ -84,6 +84,12 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add("--width", type=int, default=32, help="base channel count of G and D (64: ~2.5x slower)")
+    add(
+        "--arch",
+        choices=list(ARCHS),
+        default="dcgan",
+        help="dcgan: two up/down-samplings; deep: the SN-GAN paper's standard CNN (~4x compute)",
+    )
     add("--latent", type=int, default=100)
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
@@ -122,6 +128,7 @@ def fresh_config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": int(args.seed),
         "width": int(args.width),
         "latent": int(args.latent),
+        "arch": args.arch,
     }
     check_config(cfg)
     return cfg
@@ -206,8 +213,9 @@ class Trainer:
         dev = d.device
         self.n_classes = len(data.classes) if cfg["conditional"] else 0
         torch.manual_seed(cfg["seed"])  # identical initial weights on every rank
+        arch = cfg.get("arch", "dcgan")  # runs from before --arch are dcgan
         self.G = Generator(
-            cfg["latent"], self.n_classes, data.channels, data.size, cfg["width"]
+            cfg["latent"], self.n_classes, data.channels, data.size, cfg["width"], arch=arch
         ).to(dev)
         self.D = Discriminator(
             self.n_classes,
@@ -218,6 +226,7 @@ class Trainer:
             cfg["d_dropout"],
             aux_classifier=cfg["aux_weight"] > 0,
             mbstd_group=cfg.get("mbstd", 0),
+            arch=arch,
         ).to(dev)
         broadcast_module(self.G, d)
         broadcast_module(self.D, d)
