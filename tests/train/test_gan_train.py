@@ -214,15 +214,16 @@ def test_resume_continues_exactly(folder: Path, tmp_path: Path, capsys) -> None:
     common = [*on_folder(folder, "--size 16 --conditional --aux-weight 1 --sample-every 2"), *TINY]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert train([*common, "--out", str(whole), "--steps", "8"]) == 0
-    assert train([*common, "--out", str(split), "--steps", "3"]) == 0
+    # Paused by --stop-after (exit 0, a checkpoint, the way to go on), then lengthened.
+    assert train([*common, "--out", str(split), "--steps", "5", "--stop-after", "3"]) == 0
+    assert "stopped at step 3 of 5" in capsys.readouterr().out
     first = load(split / "checkpoint.pt")
-    capsys.readouterr()
     # Crosses an epoch boundary (5 steps per epoch) after resuming mid-epoch.
     assert train(["--out", str(split), "--resume", "--steps", "8"]) == 0
     assert "resuming" in capsys.readouterr().out
     a, b = load(whole / "checkpoint.pt"), load(split / "checkpoint.pt")
     assert b["step"] == 8 > first["step"] == 3
-    assert b["config"] == {**first["config"], "steps": 8}
+    assert b["config"] == {**first["config"], "steps": 8, "stop_after": None}
     assert len(b["commands"]) == 2 and "--resume" in b["commands"][1]
     for part in ("generator", "discriminator", "ema"):
         for key, value in a[part].items():

@@ -4,10 +4,10 @@ and class-conditional variants (label inputs, optionally an AC-GAN class head).
     python -m gdl_studio_plugins.gan.train.train_gan --data fashion --conditional \\
         --aux-weight 1 --label-smoothing 0.1 --out runs/fashion-cgan --epochs 64
 
-Writes DIR/checkpoint.pt (every epoch, at the end and on Ctrl+C; ``--resume`` continues from
-it exactly), DIR/losses.csv and DIR/losses.png, and sample grids in DIR/samples/.  Under
-torchrun (RANK/WORLD_SIZE set) every process trains on its share of each batch and rank 0
-writes the files.
+Writes DIR/checkpoint.pt (every epoch, at the end, at ``--stop-after``/``--time-limit`` and on
+Ctrl+C; ``--resume`` continues from it exactly), DIR/losses.csv and DIR/losses.png, and sample
+grids in DIR/samples/.  Under torchrun (RANK/WORLD_SIZE set) every process trains on its share
+of each batch and rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from gdl_studio.training import checkpoints, cli
 from gdl_studio.training.distributed import (
     Dist,
     allreduce_grads,
-    any_rank,
     average_buffers,
     broadcast_module,
 )
@@ -45,7 +44,17 @@ PROG = "train_gan"
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # What a resumed run may change: how long it runs and where, not what it learns.
-RESUMABLE = {"epochs", "steps", "sample_every", "threads", "device", "resume", "out"}
+RESUMABLE = {
+    "epochs",
+    "steps",
+    "stop_after",
+    "time_limit",
+    "sample_every",
+    "threads",
+    "device",
+    "resume",
+    "out",
+}
 LOG_FIELDS = ("d_loss", "g_loss", "d_real", "d_fake", "gp", "aux_acc", "fake_acc", "sec_per_step")
 DEFAULT_EPOCHS = 20
 
@@ -79,6 +88,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--beta2", type=float, help="Adam beta2 (default: 0.999 bce, 0.9 wgan-gp)")
     add("--batch", type=int, default=128, help="batch size over all processes")
     options.add_run_length()
+    add("--stop-after", type=int, help="stop (and save) after this many steps of this run")
+    add("--time-limit", type=float, help="stop (and save) after this many minutes")
     add("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
     add("--sample-every", type=int, default=500, help="steps between samples and loss rows")
     add("--seed", type=int, default=0)
@@ -453,7 +464,8 @@ class Trainer:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             self.log.truncate_after(self.step)
         bar = cli.progress_bar(total, self.step, d)
-        stopped = False
+        limits = cli.RunLimits(cfg, self.step, total)
+        stopped = interrupted = paused = False
         with cli.StopFlag() as flag:
             while self.step < total and not stopped:
                 epoch, skip = divmod(self.step, self.per_epoch)
@@ -477,7 +489,8 @@ class Trainer:
                                 refresh=False,
                             )
                     last = self.step >= total
-                    stopped = any_rank(flag.requested, d)
+                    interrupted, paused = limits.check(flag, self.step, last, d)
+                    stopped = interrupted or paused
                     if d.main and (self.step % cfg["sample_every"] == 0 or last or stopped):
                         self.report()
                     if self.step % self.per_epoch == 0 or last or stopped:
@@ -485,19 +498,16 @@ class Trainer:
                     if last or stopped:
                         break
         bar.close()
-        if stopped:
-            cli.say(
-                d,
-                f"stopped at step {self.step}; checkpoint saved to {self.out / CHECKPOINT}; "
-                "--resume continues",
-            )
-            return 130
-        cli.say(
+        return cli.finish_run(
             d,
-            f"done: step {self.step}/{total} ({self.step / self.per_epoch:.2f} epochs), "
-            f"{self.seconds:.0f} s of training; checkpoint {self.out / CHECKPOINT}",
+            self.step,
+            total,
+            self.per_epoch,
+            self.seconds,
+            self.out / CHECKPOINT,
+            interrupted,
+            paused,
         )
-        return 0
 
 
 def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
@@ -508,6 +518,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     ck_path = out / CHECKPOINT
     ck = checkpoints.previous_run(ck_path, args.resume, FORMAT)
     cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
+    # Run-length limits belong to this invocation only.
+    cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
     data = load_split(cfg["data"], "train", cfg["data_path"], cfg["size"], cfg["grey"])
     if cfg["conditional"] and not data.classes:
         raise TrainError(f"{data.source}: --conditional needs labelled data (class sub-folders)")
