@@ -413,6 +413,51 @@ class OrtSession:
         return list(self.session.run(list(outputs) if outputs else None, feeds))
 
 
+def test_init_fine_tunes_from_an_exported_model_or_a_checkpoint(
+    trained: Path, exported: Path, tmp_path: Path, capsys
+) -> None:
+    data = write_npz(tmp_path / "more.npz", seed=2)
+    # The source's architecture is taken: the tiny flags other than the layout's stay.
+    rest = words("--batch 2 --max-len 64 --warmup 2 --sample-bars 1 --threads 1")
+    source = export.torch_model_from_onnx(
+        exported / "prefill.onnx", json.loads((exported / "card.json").read_text())
+    ).state_dict()
+    for init in (exported, trained):
+        out = tmp_path / f"ft-{init.name}"
+        argv = ["--data", str(data), "--out", str(out), "--init", str(init), "--steps", "1",
+                "--lr", "1e-12", *rest]  # fmt: skip
+        assert train_main(argv) == 0, capsys.readouterr().err
+        ck = load(out / "checkpoint.pt")
+        assert ck["config"]["architecture"]["d_model"] == 16
+        assert ck["config"]["init"]["from"] == str(init.resolve())
+        for key, value in source.items():  # one step at lr 1e-12 leaves the weights
+            assert torch.allclose(ck["model"][key], value, atol=1e-6), key
+    card = export.export(tmp_path / f"ft-{exported.name}" / "best.pt", tmp_path / "ft-card")
+    assert card["training"]["init"]["model"] == "tiny-chorales"
+    assert card["training"]["init"]["training"]["steps"] == 6  # the source's own record
+
+
+def test_init_refuses_weights_that_do_not_fit(
+    exported: Path, npz: Path, tmp_path: Path, capsys
+) -> None:
+    base = ["--data", str(npz), "--steps", "1", *words("--batch 2 --max-len 64 --threads 1")]
+    cases = {
+        ("--init", str(exported), "--d-model", "32"): "--d-model 32 (the weights have 16)",
+        ("--init", str(exported), "--scheme", "solo"): "is not the 'solo' scheme's",
+        ("--init", str(tmp_path / "absent")): "no such checkpoint",
+        ("--init", str(tmp_path)): "no card.json and prefill.onnx there",
+    }
+    for extra, message in cases.items():
+        out = tmp_path / "o"
+        code = train_main([*base, "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+        assert not out.exists()  # nothing written
+    assert train_main([*base, "--out", str(tmp_path / "r"), "--stop-after", "1"]) == 0
+    code = train_main(["--out", str(tmp_path / "r"), "--resume", "--init", str(exported)])
+    assert code == 2 and "--resume continues one" in capsys.readouterr().err
+
+
 def test_export_refuses_a_checkpoint_of_something_else(tmp_path: Path, capsys) -> None:
     torch.save({"config": {}, "generator": {}}, tmp_path / "other.pt")
     with pytest.raises(SystemExit) as exc:

@@ -210,6 +210,13 @@ def load_general(folder: Path, valid_every: int = 10) -> Dataset:
     return Dataset(tok, train, valid, {**info, "skipped_files": skipped})
 
 
+SCHEME_TOKENIZERS: dict[str, type[Tokenizer]] = {
+    "chorale": ChoraleTokenizer,
+    "solo": SoloTokenizer,
+    "general": GeneralTokenizer,
+}
+
+
 def load(kind: str, path: Path) -> Dataset:
     if kind == "chorale":
         return load_chorales(path)
