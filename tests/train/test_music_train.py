@@ -33,6 +33,7 @@ from gdl_studio_plugins.music.train.model import (  # noqa: E402
     MusicTransformer,
     StepGraph,
     cache_names,
+    torch_model_from_onnx,
 )
 
 from .conftest import REPO, exit_code, load, run_python, torchrun_two, words  # noqa: E402
@@ -367,7 +368,7 @@ def test_export_prefill_and_steps_match_the_full_forward(trained: Path, exported
         cache = [np.concatenate([c, n], axis=2) for c, n in zip(cache, new, strict=True)]
         worst = max(worst, float(np.abs(logits - full[:, t]).max()))
     assert worst < 2e-5
-    rebuilt = export.torch_model_from_onnx(exported / "step.onnx", card)
+    rebuilt = torch_model_from_onnx(exported / "step.onnx", card)
     for key, value in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value)
 
@@ -419,7 +420,7 @@ def test_init_fine_tunes_from_an_exported_model_or_a_checkpoint(
     data = write_npz(tmp_path / "more.npz", seed=2)
     # The source's architecture is taken: the tiny flags other than the layout's stay.
     rest = words("--batch 2 --max-len 64 --warmup 2 --sample-bars 1 --threads 1")
-    source = export.torch_model_from_onnx(
+    source = torch_model_from_onnx(
         exported / "prefill.onnx", json.loads((exported / "card.json").read_text())
     ).state_dict()
     for init in (exported, trained):

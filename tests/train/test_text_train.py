@@ -293,6 +293,73 @@ def test_export_matches_torch_and_writes_the_card(trained: Path, tmp_path: Path,
         assert torch.equal(rebuilt.state_dict()[key], value)
 
 
+def test_init_fine_tunes_a_model_on_another_text_in_its_vocabulary(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "assets" / "text" / "story"
+    argv = [
+        "--checkpoint",
+        str(trained),
+        "--out",
+        str(folder / "model.onnx"),
+        "--quantize",
+        "never",
+    ]
+    assert export.main(argv) == 0
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    source = export.torch_model_from_onnx(folder / "model.onnx", card).state_dict()
+    # The training text's characters, an accent the model lacks (mapped) and some it cannot
+    # map (dropped).
+    mine = tmp_path / "mine.txt"
+    mine.write_text(made_up_text(400, seed=1).replace("cat", "café") + " 100%", encoding="utf-8")
+    rest = words("--batch 4 --bptt 16 --threads 1 --sample-chars 20 --warmup 2 --lr 1e-12")
+    for init in (folder, trained):
+        out = tmp_path / f"ft-{init.name}"
+        argv = ["--data", str(mine), "--out", str(out), "--init", str(init), "--steps", "1"]
+        assert train_main([*argv, *rest]) == 0, capsys.readouterr().err
+        said = capsys.readouterr().out
+        assert "to fit the vocabulary of --init's model: mapped 'é'→'e'; dropped 4" in said
+        ck = load(out / "checkpoint.pt")
+        assert ck["config"]["vocabulary"] == card["vocabulary"]
+        assert ck["config"]["init"]["from"] == str(init.resolve())
+        assert ck["config"]["architecture"]["hidden"] == 16
+        for key, value in source.items():  # one step at lr 1e-12 leaves the weights
+            assert torch.allclose(ck["model"][key], value, atol=1e-6), key
+    # The card of the fine-tuned model says where it started.
+    out = tmp_path / "ft.onnx"
+    ft = tmp_path / f"ft-{folder.name}" / "checkpoint.pt"
+    assert export.main(["--checkpoint", str(ft), "--out", str(out), "--quantize", "never"]) == 0
+    record = json.loads((tmp_path / "card.json").read_text(encoding="utf-8"))["training"]
+    assert record["init"]["model"] == "story" and record["init"]["training"]["steps"] == 10
+    # Resuming the fine-tuning run keeps the source's vocabulary.
+    out = tmp_path / f"ft-{folder.name}"
+    assert train_main(["--out", str(out), "--resume", "--steps", "2"]) == 0
+    assert load(out / "checkpoint.pt")["config"]["vocabulary"] == card["vocabulary"]
+
+
+def test_init_refuses_what_does_not_fit(trained: Path, text_file: Path, tmp_path: Path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "card.json").write_text('{"kind": "music-transformer", "architecture": {}}')
+    (other / "model.onnx").write_bytes(b"")
+    base = ["--data", str(text_file), "--steps", "1", *words("--batch 4 --bptt 16 --threads 1")]
+    cases = {
+        ("--init", str(trained), "--hidden", "32"): "--hidden 32 (the weights have 16)",
+        ("--init", str(other)): "not a char-lstm-step model's folder",
+        ("--init", str(tmp_path)): "no card.json and model.onnx there",
+        ("--init", str(text_file)): "not a readable checkpoint",
+    }
+    for extra, message in cases.items():
+        out = tmp_path / "o"
+        code = train_main([*base, "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+        assert not out.exists()
+    assert train_main([*base, "--out", str(tmp_path / "r")]) == 0
+    code = train_main(["--out", str(tmp_path / "r"), "--resume", "--init", str(trained)])
+    assert code == 2 and "--resume continues one" in capsys.readouterr().err
+
+
 def test_export_refuses_a_checkpoint_of_something_else(tmp_path: Path, capsys) -> None:
     torch.save({"config": {}, "generator": {}}, tmp_path / "other.pt")
     assert export.main.__name__ == "main"

@@ -31,7 +31,7 @@ def bench(ctx: PluginContext, repeat: int = 40) -> dict[str, Any]:
     from gdl_studio_plugins.music.model import MusicModel
     from gdl_studio_plugins.music.sampling import Sampler
 
-    from .export import torch_model_from_onnx
+    from .model import torch_model_from_onnx
 
     model = MusicModel.from_context(ctx)
     card = ctx.card()

@@ -191,16 +191,6 @@ def manifest_table(card: dict[str, Any], out_dir: Path, default: bool = False) -
     )
 
 
-def torch_model_from_onnx(path: str | Path, card: dict[str, Any]) -> MusicTransformer:
-    """The torch model of an exported graph, rebuilt from card.json's ``architecture`` and
-    the file's initializers, in eval mode (``gdl-studio bench`` times torch on it)."""
-    from gdl_studio.training.export import load_onnx_weights
-
-    model = MusicTransformer(**card["architecture"])
-    load_onnx_weights(PrefillGraph(model), path)
-    return model.eval()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Export a music transformer to ONNX.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt")

@@ -22,11 +22,14 @@ a token costs nearly the same at 2,048 cached tokens as at 128.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gdl_studio.training.export import load_onnx_weights
 
 Cache = tuple[torch.Tensor, torch.Tensor]  # one layer's keys, values: [batch, kv_heads, time, dh]
 
@@ -265,6 +268,15 @@ class StepGraph(nn.Module):
         past = [(cache[2 * i], cache[2 * i + 1]) for i in range(len(cache) // 2)]
         logits, new = self.model.step(token, past)
         return (logits, *(t for kv in new for t in kv))
+
+
+def torch_model_from_onnx(path: str | Path, card: dict[str, Any]) -> MusicTransformer:
+    """The torch model of an exported graph, rebuilt from card.json's ``architecture`` and
+    the file's initializers, in eval mode (``bench`` times torch on it, ``--init`` trains
+    on from it)."""
+    model = MusicTransformer(**card["architecture"])
+    load_onnx_weights(PrefillGraph(model), path)
+    return model.eval()
 
 
 @torch.no_grad()

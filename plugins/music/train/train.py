@@ -16,7 +16,6 @@ process takes its share of every batch (DDP) and rank 0 writes the files.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -31,11 +30,11 @@ from gdl_studio.training import checkpoints, cli
 from gdl_studio.training.checkpoints import CHECKPOINT, Checkpointed
 from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
-from gdl_studio.training.export import load_onnx_weights
+from gdl_studio.training.init import Init, load_state, read_init, take_architecture
 
 from .data import PAD, SCHEME_TOKENIZERS, Batches, Dataset, load, validation_batches
 from .log import RunLog
-from .model import MusicTransformer, PrefillGraph, sample_ids
+from .model import MusicTransformer, sample_ids, torch_model_from_onnx
 
 MODULE = "gdl_studio_plugins.music.train.train"
 PROG = "train"
@@ -111,60 +110,21 @@ ARCHITECTURE = ("d_model", "layers", "heads", "kv_heads", "ff")  # what --init f
 
 
 def initial_weights(
-    source: Path, scheme: str
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights ``--init`` names: (architecture, state dict, provenance for the card).
-
-    ``source`` is a model folder (card.json and prefill.onnx, as export.py writes them) or a
-    checkpoint of this trainer (best.pt, checkpoint.pt).  Its tokenizer must be the one
-    ``scheme`` trains: the token ids mean the same to both."""
-    source = Path(source).expanduser().resolve()
+    source: Path, scheme: str, explicit: dict[str, Any], cfg: dict[str, Any]
+) -> Init:
+    """``--init``'s weights for a fresh run: ``cfg`` takes their architecture, and their
+    tokenizer must be the one ``scheme`` trains (the token ids mean the same to both)."""
+    init = read_init(source, "music-transformer", "prefill.onnx", torch_model_from_onnx)
     want = SCHEME_TOKENIZERS[scheme]().config()
-    if source.is_dir():
-        card_path, onnx_path = source / "card.json", source / "prefill.onnx"
-        if not card_path.is_file() or not onnx_path.is_file():
-            raise TrainError(f"--init {source}: no card.json and prefill.onnx there")
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise TrainError(f"--init {card_path}: not readable JSON ({exc})") from None
-        if card.get("kind") != "music-transformer" or "architecture" not in card:
-            raise TrainError(f"--init {source}: not a music transformer's folder")
-        tokenizer, arch = card.get("tokenizer"), dict(card["architecture"])
-        try:
-            model = MusicTransformer(**arch)
-            load_onnx_weights(PrefillGraph(model), onnx_path)
-        except (ValueError, TypeError) as exc:
-            raise TrainError(f"--init {onnx_path}: {exc}") from None
-        state = model.state_dict()
-        about = {"model": card.get("model"), "sha256": card.get("sha256"),
-                 "training": card.get("training")}  # fmt: skip
-    else:
-        ck = checkpoints.load_checkpoint(source)
-        cfg = ck.get("config") if isinstance(ck, dict) else None
-        if not cfg or "architecture" not in cfg or "model" not in ck:
-            raise TrainError(f"--init {source}: not a checkpoint of the music trainer")
-        tokenizer, arch, state = cfg.get("tokenizer"), dict(cfg["architecture"]), ck["model"]
-        about = {"checkpoint_step": int(ck.get("step", 0)), "command": cfg.get("command")}
-    if tokenizer != want:
+    if init.record.get("tokenizer") != want:
         raise TrainError(
-            f"--init {source}: its tokenizer ({tokenizer}) is not the {scheme!r} scheme's "
-            f"({want}); pass --scheme to match it"
+            f"--init {init.source}: its tokenizer ({init.record.get('tokenizer')}) is not the "
+            f"{scheme!r} scheme's ({want}); pass --scheme to match it"
         )
-    return arch, state, {"from": str(source), **about}
-
-
-def apply_init(cfg: dict[str, Any], explicit: dict[str, Any], arch: dict[str, Any]) -> None:
-    """Take the architecture of ``--init``'s weights; one given differently is an error."""
-    differ = [
-        f"--{k.replace('_', '-')} {explicit[k]} (the weights have {arch[k]})"
-        for k in ARCHITECTURE
-        if k in explicit and explicit[k] != arch.get(k)
-    ]
-    if differ:
-        raise TrainError("--init fixes the architecture; these differ: " + "; ".join(differ))
-    cfg.update({k: arch[k] for k in ARCHITECTURE})
+    take_architecture(cfg, explicit, init.architecture, ARCHITECTURE)
     check_config(cfg)
+    cfg["init"] = init.provenance
+    return init
 
 
 def fresh_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -400,10 +360,9 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is not None and args.init is not None:
         raise TrainError("--init starts a new run from some weights; --resume continues one")
     cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
-    init_state = None
+    init = None
     if ck is None and args.init is not None:
-        arch, init_state, cfg["init"] = initial_weights(args.init, cfg["scheme"])
-        apply_init(cfg, explicit, arch)
+        init = initial_weights(args.init, cfg["scheme"], explicit, cfg)
     cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
     data = load(cfg["scheme"], Path(cfg["data"]))
     if ck is not None and data.info["sha256"] != cfg["data_info"]["sha256"]:
@@ -413,11 +372,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
-    if init_state is not None:
-        try:
-            trainer.model.load_state_dict(init_state)
-        except RuntimeError as exc:
-            raise TrainError(f"--init {args.init}: the weights do not fit ({exc})") from None
+    if init is not None:
+        load_state(trainer.model, init)
     trainer.precision = args.precision
     cfg["architecture"] = dict(trainer.model.config)
     cli.start_run(trainer, ck, cmd, ck_path, d)

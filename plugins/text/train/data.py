@@ -66,14 +66,26 @@ class TextData:
     info: dict[str, Any]
 
 
-def load_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> TextData:
+def load_text(
+    path: str | Path,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    vocab: Vocabulary | None = None,
+) -> TextData:
+    """The file as ids of ``vocab`` (characters it lacks mapped to near ones or dropped, as
+    ``info["changed"]`` says), or of its own characters when ``vocab`` is None."""
     path = Path(path).expanduser().resolve()
     try:
         text = read_text(path, encoding, errors)
     except CorpusError as exc:
         raise TrainError(str(exc)) from None
-    vocab = Vocabulary.from_text(text)
-    ids = vocab.encode_exact(text)
+    changed = ""
+    if vocab is None:
+        vocab = Vocabulary.from_text(text)
+        ids = vocab.encode_exact(text)
+    else:
+        encoded = vocab.encode(text)
+        ids, changed = encoded.ids, encoded.report()
     cut = split_point(len(ids))
     if len(ids) - cut < 2:
         raise TrainError(f"{path}: {len(ids)} characters are too few to keep 10% for validation")
@@ -90,6 +102,7 @@ def load_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
         "source": known.get("source", "the user's own text"),
         "licence": known.get("licence", "unknown (the user's own text)"),
         "split": {"train": [0, cut], "val": [cut, len(ids)]},
+        **({"changed": changed} if changed else {}),
     }
     return TextData(path, vocab, ids[:cut], ids[cut:], info)
 

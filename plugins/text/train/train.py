@@ -24,14 +24,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from gdl_studio_plugins.text.corpus import Vocabulary
 from torch.nn.parallel import DistributedDataParallel
 
 from gdl_studio.training import checkpoints, cli
 from gdl_studio.training.checkpoints import CHECKPOINT, Checkpointed
 from gdl_studio.training.distributed import Dist, all_sum, gather_rows
 from gdl_studio.training.errors import TrainError
+from gdl_studio.training.init import load_state, read_init, take_architecture
 
 from .data import Streams, TextData, load_text, validation_rows
+from .export import torch_model_from_onnx
 from .log import RunLog, sample_text
 from .model import CharLSTM
 
@@ -53,7 +56,9 @@ RESUMABLE = {
     "device",
     "resume",
     "out",
+    "init",
 }
+ARCHITECTURE = ("embed", "hidden", "layers")  # what --init fixes
 DEFAULT_EPOCHS = 10
 
 
@@ -91,6 +96,13 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--val-every", type=int, default=0, help="steps between validations (0: each epoch)")
     add("--sample-chars", type=int, default=300, help="characters in each epoch's sample")
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
+    add(
+        "--init",
+        type=Path,
+        help="fine-tune: start from these weights, a model folder (e.g. assets/text/"
+        "shakespeare) or a run's best.pt; its --embed, --hidden and --layers and its "
+        "vocabulary are kept (characters it lacks are mapped to near ones or dropped)",
+    )
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
     return options.parser
@@ -355,10 +367,22 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
     ck = checkpoints.previous_run(ck_path, args.resume, FORMAT, ("config", "model"))
+    if ck is not None and args.init is not None:
+        raise TrainError("--init starts a new run from some weights; --resume continues one")
     cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
     # Run-length limits belong to this invocation only.
     cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
-    data = load_text(cfg["data"], cfg["encoding"], cfg["decode_errors"])
+    init = None
+    if ck is None and args.init is not None:
+        init = read_init(args.init, "char-lstm-step", "model.onnx", torch_model_from_onnx)
+        if not isinstance(init.record.get("vocabulary"), list):
+            raise TrainError(f"--init {init.source}: no vocabulary in its record")
+        take_architecture(cfg, explicit, init.architecture, ARCHITECTURE)
+        check_config(cfg)
+        cfg["init"], cfg["vocabulary"] = init.provenance, init.record["vocabulary"]
+    # A run from --init keeps the vocabulary its weights were trained with.
+    vocab = Vocabulary(cfg["vocabulary"]) if cfg.get("init") else None
+    data = load_text(cfg["data"], cfg["encoding"], cfg["decode_errors"], vocab)
     if ck is not None and data.info["sha256"] != cfg["data_info"]["sha256"]:
         raise TrainError(f"{cfg['data']} changed since the checkpoint (sha256 differs)")
     cfg.update(vocabulary=data.vocab.chars, data_info=data.info)
@@ -366,6 +390,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, data, d, out)
+    if init is not None:
+        load_state(trainer.model, init)
     cfg["architecture"] = dict(trainer.model.config)
     cli.start_run(trainer, ck, cmd, ck_path, d)
     if d.main:
@@ -376,6 +402,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
             f"data: {info['chars']:,} characters ({len(data.train):,} train, "
             f"{len(data.val):,} validation), {len(data.vocab)} distinct, from {data.path}",
         )
+        if data.info.get("changed"):
+            cli.say(d, f"to fit the vocabulary of --init's model: {data.info['changed']}")
         cli.say(
             d,
             f"model: {cli.count_parameters(trainer.model):,} parameters; "
