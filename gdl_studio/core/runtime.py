@@ -69,6 +69,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# (path, size, mtime, ctime, inode) -> sha256: the start-up check of assets/SHA256SUMS and the
+# factory's check of each model before its first load hash a file once between them, and the
+# CLI and tests, which create a studio many times in one process, once in all.  Any write to
+# a file changes its ctime, even one that puts the old mtime back, so a changed file is always
+# hashed again.
+_hashes: dict[tuple[str, int, int, int, int], str] = {}
+_hashes_lock = threading.Lock()
+
+
+def sha256_cached(path: Path) -> str:
+    """:func:`sha256_file`, remembered for as long as the file is not written to."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    with _hashes_lock:
+        known = _hashes.get(key)
+    if known is None:
+        known = sha256_file(path)
+        with _hashes_lock:
+            _hashes[key] = known
+    return known
+
+
 def is_oom_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _OOM_MARKERS)
@@ -315,7 +337,6 @@ class SessionFactory:
         self._make = make or _ort_session
         self._available = available
         self._sessions: dict[Path, ModelSession] = {}
-        self._verified: dict[Path, tuple[float, int, str]] = {}
         self._refused: dict[Path, str] = {}
         self._lock = threading.Lock()
 
@@ -328,17 +349,12 @@ class SessionFactory:
         return choose_providers(self.providers_available())
 
     def verify(self, path: Path, sha256: str) -> None:
-        """Refuse a model whose bytes differ from the manifest (cached by mtime and size)."""
-        st = path.stat()
-        cached = self._verified.get(path)
-        if cached and cached[:2] == (st.st_mtime, st.st_size) and cached[2] == sha256:
-            return
-        actual = sha256_file(path)
+        """Refuse a model whose bytes differ from the manifest (hashed once while unchanged)."""
+        actual = sha256_cached(path)
         if actual != sha256.lower():
             raise ModelIntegrityError(
                 f"{path.name}: sha256 {actual[:12]}… does not match the manifest's {sha256[:12]}…"
             )
-        self._verified[path] = (st.st_mtime, st.st_size, sha256)
 
     def refuse(self, path: Path, reason: str) -> None:
         """Never load ``path`` (e.g. a shipped file whose bytes differ from assets/SHA256SUMS)."""

@@ -15,22 +15,15 @@ refusing a file nobody vouched for would not make it safer than its manifest's o
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gdl_studio.core.runtime import sha256_file
+from gdl_studio.core.runtime import sha256_cached
 
 SUMS_NAME = "SHA256SUMS"
 SKIPPED_NAMES = {SUMS_NAME, "__init__.py"}  # the package's own file is code, not an asset
 SKIPPED_DIRS = {"__pycache__"}
 log = logging.getLogger(__name__)
-
-# (path, size, mtime, ctime, inode) -> sha256, so that the CLI and tests, which create a studio
-# many times in one process, hash each file once.  Any write to a file changes its ctime, even
-# one that puts the old mtime back, so a changed file is always hashed again.
-_hashes: dict[tuple[str, int, int, int, int], str] = {}
-_hashes_lock = threading.Lock()
 
 
 @dataclass
@@ -54,7 +47,7 @@ def asset_files(root: Path) -> list[str]:
 
 def compute_sums(root: Path) -> dict[str, str]:
     """The sha256 of every asset file, by relative path."""
-    return {rel: _sha256(Path(root) / rel) for rel in asset_files(root)}
+    return {rel: sha256_cached(Path(root) / rel) for rel in asset_files(root)}
 
 
 def format_sums(sums: dict[str, str]) -> str:
@@ -99,7 +92,7 @@ def check_assets(root: Path | None) -> AssetCheck:
             check.notes.append(f"assets/{rel} is listed in {SUMS_NAME} but missing")
             continue
         try:
-            actual = _sha256(path)
+            actual = sha256_cached(path)
         except OSError as exc:
             actual = f"unreadable ({exc})"
         if actual != sha:
@@ -116,15 +109,3 @@ def check_assets(root: Path | None) -> AssetCheck:
     for message in (*check.notes, *check.refused.values()):
         log.info("%s", message)
     return check
-
-
-def _sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    with _hashes_lock:
-        known = _hashes.get(key)
-    if known is None:
-        known = sha256_file(path)
-        with _hashes_lock:
-            _hashes[key] = known
-    return known
