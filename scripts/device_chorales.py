@@ -76,10 +76,11 @@ def launch(args: argparse.Namespace, env: dict[str, str], name: str, extra: list
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def checkpoint(path: Path) -> dict:
-    import torch
+def checkpoint(path: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))  # gdl_studio, from the checkout
+    from gdl_studio.training.checkpoints import load_checkpoint
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checkpoint(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,9 @@ def training_record(
     ck: Mapping[str, Any], cfg: Mapping[str, Any], settings: Sequence[str], **extra: Any
 ) -> dict[str, Any]:
     """card.json's ``training`` entry for a trainer's checkpoint ``ck`` with config ``cfg``:
-    the command and the resumes, how long it trained, on how many processes, ``extra`` and
-    the ``settings`` (config keys) that shaped it."""
+    the command and the resumes, how long it trained, on how many processes, ``extra``, where
+    its first weights came from (``init``, for a run started with ``--init``) and the
+    ``settings`` (config keys) that shaped it."""
     return {
         "command": cfg.get("command", ""),
         "resumed_with": list(ck.get("commands", []))[1:],
@@ -34,6 +35,7 @@ def training_record(
         "seconds": round(float(ck["seconds"]), 1),
         "processes": int(ck.get("world_size", 1)),
         **extra,
+        **({"init": cfg["init"]} if cfg.get("init") else {}),
         "settings": {k: cfg[k] for k in settings if k in cfg},
     }
 

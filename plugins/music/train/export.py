@@ -131,9 +131,7 @@ def export(
         "tokenizer": tok.config(),
         "window": int(cfg.get("max_len", 1024)),
         "data": {**(cfg.get("data_info") or {}), **(about_data or {})},
-        "training": training_record(
-            ck, cfg, SETTINGS, **({"init": cfg["init"]} if cfg.get("init") else {})
-        ),
+        "training": training_record(ck, cfg, SETTINGS),
         "val_history": history,
         "val_nll_torch": round(min(v["val_nll"] for v in history), 5) if history else None,
         "val_nll_split": (

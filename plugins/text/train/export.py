@@ -229,9 +229,7 @@ def export(
         "architecture": dict(model.config),
         "vocabulary": vocab.chars,
         "data": cfg.get("data_info") or {},
-        "training": training_record(
-            ck, cfg, SETTINGS, **({"init": cfg["init"]} if cfg.get("init") else {})
-        ),
+        "training": training_record(ck, cfg, SETTINGS),
         "val_history": history,
         # What `gdl-studio eval text` gives for the shipped graph where export measured it.
         "val_nll": qreport.get(
