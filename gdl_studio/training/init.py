@@ -35,10 +35,12 @@ def read_init(
     kind: str,
     graph: str,
     from_onnx: Callable[[Path, dict[str, Any]], nn.Module],
+    weights: str = "model",
 ) -> Init:
     """The weights at ``source``: a folder with card.json (its ``kind`` must be ``kind``)
     and the ``graph`` file, rebuilt into torch by ``from_onnx(path, card)``; or a checkpoint
-    whose config has an ``architecture``.  Anything else is a one-line :class:`TrainError`."""
+    whose config has an ``architecture`` (its ``weights`` entry: "ema" where the trainer
+    exports its EMA copy).  Anything else is a one-line :class:`TrainError`."""
     source = Path(source).expanduser().resolve()
     if source.is_dir():
         card_path, onnx_path = source / "card.json", source / graph
@@ -59,10 +61,10 @@ def read_init(
         return Init(source, dict(card["architecture"]), state, card, {"from": str(source), **about})
     ck = load_checkpoint(source)
     cfg = ck.get("config") if isinstance(ck, dict) else None
-    if not isinstance(cfg, dict) or "architecture" not in cfg or "model" not in ck:
+    if not isinstance(cfg, dict) or "architecture" not in cfg or weights not in ck:
         raise TrainError(f"--init {source}: not a checkpoint of this trainer")
     about = {"checkpoint_step": int(ck.get("step", 0)), "command": cfg.get("command")}
-    return Init(source, dict(cfg["architecture"]), ck["model"], cfg, {"from": str(source), **about})
+    return Init(source, dict(cfg["architecture"]), ck[weights], cfg, {"from": str(source), **about})
 
 
 def take_architecture(

@@ -138,3 +138,69 @@ def test_export_checks_onnx_against_torch_and_runs_in_the_plugin(
         assert torch.allclose(rebuilt(x, var, label), ema.eval()(x, var, label), atol=1e-5)
     table = export.manifest_table(card, "model")
     assert 'noise_variance = ["batch"]' in table and "timesteps = 100" in table
+
+
+@pytest.fixture(scope="module")
+def exported(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained run (its checkpoint beside) and its exported model folder."""
+    root = tmp_path_factory.mktemp("exported")
+    assert train(args(fashion, root / "run", "--steps", "4")) == 0
+    folder = root / "model"
+    assert export.main(["--checkpoint", str(root / "run" / "checkpoint.pt"),
+                        "--out", str(folder)]) == 0  # fmt: skip
+    return folder
+
+
+def test_init_fine_tunes_from_an_exported_model_or_a_checkpoint(
+    fashion: Path, exported: Path, tmp_path: Path, capsys
+) -> None:
+    source = load(exported.parent / "run" / "checkpoint.pt")["ema"]
+    rest = ["--threads", "1", "--batch", "8", "--timesteps", "100", "--warmup", "2"]
+    for init in (exported, exported.parent / "run" / "checkpoint.pt"):
+        out = tmp_path / f"ft-{init.name}"
+        argv = ["--data", "fashion", "--data-path", str(fashion), "--out", str(out),
+                "--init", str(init), "--steps", "1", "--lr", "1e-12", *rest]  # fmt: skip
+        assert train(argv) == 0, capsys.readouterr().err
+        ck = load(out / "checkpoint.pt")
+        assert ck["config"]["widths"] == [4, 8] and ck["config"]["blocks"] == 1  # the source's
+        assert ck["config"]["init"]["from"] == str(init.resolve())
+        for key, value in source.items():  # both copies start from the source's EMA weights
+            assert torch.allclose(ck["model"][key], value, atol=1e-6), key
+            assert torch.allclose(ck["ema"][key], value, atol=1e-6), key  # held, not reset
+    assert train(["--out", str(tmp_path / "ft-model"), "--resume", "--steps", "2"]) == 0
+    card_dir = tmp_path / "ft-card"
+    assert export.main(["--checkpoint", str(tmp_path / "ft-model" / "checkpoint.pt"),
+                        "--out", str(card_dir)]) == 0  # fmt: skip
+    card = json.loads((card_dir / "card.json").read_text())
+    assert card["training"]["init"]["training"]["steps"] == 4  # the source's own record
+
+
+def test_init_refuses_weights_that_do_not_fit(
+    fashion: Path, exported: Path, tmp_path: Path, capsys
+) -> None:
+    from PIL import Image
+
+    colour = tmp_path / "colour" / "only-kind"
+    colour.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (32, 32), (30 * i, 90, 200)).save(colour / f"{i}.png")
+    fash = ["--data", "fashion", "--data-path", str(fashion)]
+    cases = {
+        (*fash, "--widths", "8,16"): "--widths [8, 16] (the weights have [4, 8])",
+        (*fash, "--unconditional"): "conditional on 10 classes, the data has 0",
+        ("--data", "folder", "--data-path", str(colour.parent), "--size", "32"): (
+            "take 28 px images with 1 channel(s), the data has 32 px with 3 (try --size 28 --grey)"
+        ),
+        (*fash, "--init", str(tmp_path / "absent")): "no such checkpoint",
+        (*fash, "--init", str(tmp_path)): "no card.json and model.onnx there",
+    }
+    for extra, message in cases.items():
+        out = tmp_path / "o"
+        init = [] if "--init" in extra else ["--init", str(exported)]
+        code = train([*extra, *init, "--out", str(out), "--steps", "1", "--threads", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+        assert not out.exists()  # nothing written
+    assert train(args(fashion, tmp_path / "r", "--steps", "1")) == 0
+    code = train(["--out", str(tmp_path / "r"), "--resume", "--init", str(exported)])
+    assert code == 2 and "--resume continues one" in capsys.readouterr().err

@@ -19,6 +19,16 @@ the denoising loss of the EMA network on fixed test images at fixed noise levels
 50-step DDIM samples in DIR/samples/, log.csv and a loss plot, and DIR/checkpoint.pt (also on
 Ctrl+C and at ``--time-limit``; ``--resume`` continues it exactly).  Under torchrun every
 process trains on its share of each batch (DDP) and rank 0 writes the files.
+
+``--init`` fine-tunes instead of starting from random weights: from a model folder (a shipped
+one, e.g. assets/diffusion/fashion-ddpm, or one of yours) or a run's checkpoint, whose EMA
+weights start both the network and its EMA (held from the first step: the start is already
+good).  The run takes that model's layout; its image size, channels and number of classes
+must match (an unconditional model's run ignores class labels):
+
+    python -m gdl_studio_plugins.diffusion.train.train_diffusion --data folder \
+        --data-path ~/my-ten-kinds-of-sketches --size 28 --grey \
+        --init assets/diffusion/fashion-ddpm --out runs/sketches --epochs 20 --lr 5e-4
 """
 
 from __future__ import annotations
@@ -58,8 +68,10 @@ from gdl_studio.training.cli import (
 from gdl_studio.training.distributed import Dist, all_sum
 from gdl_studio.training.errors import TrainError
 from gdl_studio.training.images import grid_image, save_png
+from gdl_studio.training.init import Init, load_state, read_init, take_architecture
 from gdl_studio.training.loop import run_loop
 
+from .export import torch_from_onnx
 from .models import UNet
 
 MODULE = "gdl_studio_plugins.diffusion.train.train_diffusion"
@@ -81,7 +93,9 @@ RESUMABLE = {
     "precision",
     "resume",
     "out",
+    "init",
 }
+ARCHITECTURE = ("widths", "blocks", "attention")  # what --init fixes
 
 
 def int_list(text: str) -> list[int]:
@@ -128,6 +142,13 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--log-every", type=int, default=50, help="steps between log.csv rows")
     add("--sample-every", type=int, default=0, help="steps between sample grids (0: per epoch)")
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
+    add(
+        "--init",
+        type=Path,
+        help="fine-tune: start from these weights, a model folder (e.g. assets/diffusion/"
+        "fashion-ddpm) or a run's checkpoint; its layout replaces --widths, --blocks and "
+        "--attention",
+    )
     add("--threads", type=int, help="CPU threads per process")
     add("--device", default="auto", help="auto, cpu or cuda")
     options.add_precision()
@@ -206,6 +227,40 @@ def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[s
             cfg[key] = explicit[key]
     check_config(cfg)
     return cfg
+
+
+def initial_weights(source: Path, explicit: dict[str, Any], cfg: dict[str, Any]) -> Init:
+    """``--init``'s weights (the EMA copy's) for a fresh run: ``cfg`` takes their layout."""
+    init = read_init(
+        source,
+        "diffusion",
+        "model.onnx",
+        lambda path, card: torch_from_onnx(path, card["architecture"]),
+        weights="ema",
+    )
+    take_architecture(cfg, explicit, init.architecture, ARCHITECTURE)
+    check_config(cfg)
+    if not init.architecture.get("classes"):
+        cfg["conditional"] = False  # an unconditional network stays one
+    cfg["init"] = init.provenance
+    return init
+
+
+def check_fits(init: Init, cfg: dict[str, Any]) -> None:
+    """The data must be what the ``--init`` weights take: size, channels, classes."""
+    arch = init.architecture
+    size, channels = arch.get("size"), arch.get("channels")
+    if (cfg["size"], cfg["channels"]) != (size, channels):
+        hint = f"--size {size}" + (" --grey" if channels == 1 and cfg["data"] == "folder" else "")
+        raise TrainError(
+            f"--init {init.source}: the weights take {size} px images with {channels} "
+            f"channel(s), the data has {cfg['size']} px with {cfg['channels']} (try {hint})"
+        )
+    if len(cfg["classes"]) != arch.get("classes", 0):
+        raise TrainError(
+            f"--init {init.source}: the weights are conditional on {arch.get('classes')} "
+            f"classes, the data has {len(cfg['classes'])} (class sub-folders)"
+        )
 
 
 def scale(x: torch.Tensor) -> torch.Tensor:
@@ -324,8 +379,10 @@ class Trainer(Checkpointed):
         loss.backward()
         self.opt.step()
         with torch.no_grad():
-            # The EMA starts as a plain average: an early EMA would mostly hold the init.
-            decay = min(cfg["ema"], (1 + self.step) / (10 + self.step))
+            # The EMA starts as a plain average: an early EMA would mostly hold the random
+            # init.  Trained (--init) weights are worth holding: full decay from the start.
+            warm = (1 + self.step) / (10 + self.step)
+            decay = cfg["ema"] if cfg.get("init") else min(cfg["ema"], warm)
             for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                 e.lerp_(p, 1 - decay)
         return {"loss": float(loss.item()), "lr": lr}
@@ -412,7 +469,12 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     out = Path(args.out).expanduser()
     ck_path = out / CHECKPOINT
     ck = previous_run(ck_path, args.resume, FORMAT, ("config", "model", "ema"))
+    if ck is not None and args.init is not None:
+        raise TrainError("--init starts a new run from some weights; --resume continues one")
     cfg = resumed_config(ck["config"], explicit) if ck is not None else fresh_config(args)
+    init = None
+    if ck is None and args.init is not None:
+        init = initial_weights(args.init, explicit, cfg)
     cfg["stop_after"], cfg["time_limit"] = args.stop_after, args.time_limit
     train = load_split(cfg["data"], "train", cfg["data_path"], cfg["size"], cfg["grey"])
     if cfg["data"] == "folder":
@@ -438,6 +500,8 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
         n_train=len(train.dataset),
         data_info=data_info(cfg["data"], cfg["data_path"]),
     )
+    if init is not None:
+        check_fits(init, cfg)
     if train.size % 2 ** (len(cfg["widths"]) - 1):
         raise TrainError(
             f"{train.size} px images cannot be halved {len(cfg['widths']) - 1} "
@@ -447,6 +511,9 @@ def prepare(argv: list[str], args: argparse.Namespace, d: Dist) -> Trainer:
     if ck is None:
         cfg["command"] = cmd
     trainer = Trainer(cfg, train, test, d, out)
+    if init is not None:
+        load_state(trainer.model, init)
+        trainer.ema.load_state_dict(trainer.model.state_dict())
     trainer.precision = args.precision
     cfg["architecture"] = dict(trainer.model.config)
     start_run(trainer, ck, cmd, ck_path, d)
