@@ -5,10 +5,17 @@ the ``[train]`` extra is missing."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import multiprocessing
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
@@ -22,3 +29,50 @@ def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
+
+
+def has_torch() -> bool:
+    """Whether torch (the [train] extra) is installed, without importing it."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def in_own_process(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` run in a fresh (spawned) Python process; its result, or its exception.
+
+    Torch is timed there, away from the caller's ONNX Runtime sessions: two thread pools in one
+    process (ONNX Runtime's workers spin after each run, torch's OpenMP team spins between
+    ops) take turns at each other's cores, and on a 2-core machine whichever engine is timed
+    second reads several times slower than it is.  Apart, each is timed as it runs for its
+    users: the studio never loads torch.  ``fn`` must be a module-level function; its
+    arguments and result are pickled."""
+    # The child imports ``fn`` by its module's name.  A folder-installed plugin's modules live
+    # under packages the studio made at run time (core.discovery: gdl_user_plugins.<folder>),
+    # which a fresh interpreter lacks: their search paths go along (_adopt_packages).
+    parts = fn.__module__.split(".")
+    packages = []
+    for i in range(1, len(parts)):
+        module = sys.modules.get(".".join(parts[:i]))
+        packages.append((".".join(parts[:i]), list(getattr(module, "__path__", []))))
+    with ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_adopt_packages,
+        initargs=(packages,),
+    ) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _adopt_packages(packages: list[tuple[str, list[str]]]) -> None:
+    """In a child of :func:`in_own_process`: each package (outermost first) that cannot be
+    found the usual way becomes a bare package with the parent process's search path."""
+    for name, path in packages:
+        if name in sys.modules:
+            continue
+        try:
+            found = importlib.util.find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = path
+            sys.modules[name] = importlib.util.module_from_spec(spec)

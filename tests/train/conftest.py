@@ -113,3 +113,26 @@ def torchrun_two(
         ],
         timeout,
     )
+
+
+def copy_plugin(root: Path, plugin: str) -> Path:
+    """A copy of the built-in plugin ``plugin`` under root/plugins/, where a test exports its
+    own tiny model and then lists it with :func:`studio_with_models`."""
+    import shutil
+
+    folder = root / "plugins" / plugin
+    shutil.copytree(REPO / "plugins" / plugin, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def studio_with_models(folder: Path, table: str) -> Any:
+    """A studio whose only plugin is the copy at ``folder``, its [[models]] replaced by
+    ``table`` (as an exporter prints it)."""
+    from gdl_studio.core.host import Studio
+
+    manifest = (folder / "plugin.toml").read_text().split("\n[[models]]\n")[0]
+    (folder / "plugin.toml").write_text(manifest.rstrip() + "\n\n" + table + "\n")
+    studio = Studio.create(include_builtin=False, include_entry_points=False,
+                           extra_folders=[folder.parent])  # fmt: skip
+    assert studio.registry.get(folder.name).ok, studio.registry.get(folder.name).state
+    return studio

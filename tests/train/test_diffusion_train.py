@@ -22,7 +22,13 @@ from gdl_studio_plugins.diffusion.train import export, train_diffusion  # noqa: 
 from gdl_studio_plugins.diffusion.train.models import UNet  # noqa: E402
 
 from tests.fixtures.images import write_idx  # noqa: E402
-from tests.train.conftest import exit_code, load, torchrun_two  # noqa: E402
+from tests.train.conftest import (  # noqa: E402
+    copy_plugin,
+    exit_code,
+    load,
+    studio_with_models,
+    torchrun_two,
+)
 
 TINY = ["--widths", "4,8", "--blocks", "1", "--threads", "1", "--batch", "8",
         "--log-every", "2", "--timesteps", "100", "--warmup", "2"]  # fmt: skip
@@ -204,3 +210,24 @@ def test_init_refuses_weights_that_do_not_fit(
     assert train(args(fashion, tmp_path / "r", "--steps", "1")) == 0
     code = train(["--out", str(tmp_path / "r"), "--resume", "--init", str(exported)])
     assert code == 2 and "--resume continues one" in capsys.readouterr().err
+
+
+def test_bench_on_an_exported_model(exported: Path, tmp_path: Path) -> None:
+    """`gdl-studio bench diffusion` in the real plugin: ONNX Runtime here, torch eager in a
+    process of its own, both on the same weights."""
+    import shutil
+
+    from gdl_studio.core.host import call_command
+
+    plugin = copy_plugin(tmp_path, "diffusion")
+    shutil.copytree(exported, plugin / "tiny")
+    card = json.loads((exported / "card.json").read_text())
+    studio = studio_with_models(plugin, export.manifest_table(card, "tiny"))
+    out = call_command(studio, "diffusion", "bench", None, repeat=2)
+    assert out["torch_timed"] == "in its own process"
+    for suffix in ("", "_b16"):
+        assert out[f"max_abs_diff{suffix}"] <= 1e-3
+        assert out[f"ratio{suffix}"] == pytest.approx(
+            out[f"torch_ms{suffix}"] / out[f"ort_ms{suffix}"], rel=0.05
+        )
+    assert out["ddim50_s"] > 0

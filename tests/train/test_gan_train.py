@@ -8,6 +8,7 @@ module takes well under a minute on two CPU cores.  Skipped without torch (the [
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,15 @@ from PIL import Image  # noqa: E402
 from gdl_studio.core.runtime import sha256_file  # noqa: E402
 from tests.fixtures.images import write_idx  # noqa: E402
 
-from .conftest import exit_code, load, run_python, torchrun_two, words  # noqa: E402
+from .conftest import (  # noqa: E402
+    copy_plugin,
+    exit_code,
+    load,
+    run_python,
+    studio_with_models,
+    torchrun_two,
+    words,
+)
 
 # Tiny and single-threaded: fast, and bit-for-bit repeatable (the resume test relies on it).
 TINY = words("--width 8 --latent 16 --threads 1 --batch 8")
@@ -388,3 +397,21 @@ def test_generator_export(folder: Path, fashion: Path, tmp_path: Path, condition
     # It uses the EMA weights, as the export did.
     ema = load(run / "checkpoint.pt")["ema"]
     assert torch.equal(gen.state_dict()["fc.weight"], ema["fc.weight"])
+
+    # `gdl-studio bench gan` in the real plugin: ONNX Runtime here, torch in its own process.
+    from gdl_studio.core.host import call_command
+
+    plugin = copy_plugin(tmp_path, "gan")
+    shutil.copytree(onnx_path.parent, plugin / "my-gan")
+    label = 'label = ["batch"]\n' if conditional else ""
+    table = (
+        f'[[models]]\nid = "my-gan"\nname = "tiny"\nfile = "my-gan/model.onnx"\n'
+        f'sha256 = "{card["sha256"]}"\ncard = "my-gan/card.json"\ndefault = true\n'
+        f'[models.inputs]\nz = ["batch", 16]\n{label}[models.outputs]\n'
+        f'image = ["batch", {ch}, {size}, {size}]\n[models.extras]\n'
+        f"classes = {json.dumps(card['classes'])}\nsize = {size}\n"
+    )
+    out = call_command(studio_with_models(plugin, table), "gan", "bench", None, repeat=2)
+    assert out["torch_timed"] == "in its own process"
+    for suffix in ("", "_b64"):
+        assert out[f"max_abs_diff{suffix}"] <= 1e-3 and out[f"ratio{suffix}"] > 0

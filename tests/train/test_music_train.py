@@ -487,3 +487,4 @@ def test_eval_run_and_bench_on_the_exported_model(
     assert set(bench["tokens_per_s"]) == {"128", "512", "2048"}
     assert all(v > 0 for v in bench["tokens_per_s"].values()) and bench["ratio"] > 0
     assert bench["max_abs_diff"] < 1e-3 and bench["generated_tokens"] == 8 * 64
+    assert bench["torch_timed"] == "in its own process"

@@ -430,5 +430,6 @@ def test_bench_of_a_shipped_own_network_compares_with_torch() -> None:
     studio = Studio.create(include_entry_points=False)
     out = call_command(studio, "style", "bench", "van-gogh-auvers", repeat=1)
     assert out["max_abs_diff"] < 1e-3 and out["ratio"] > 0 and out["megapixel_s"] > 0
+    assert out["torch_timed"] == "in its own process"
     with pytest.raises(JobError, match="classic model"):
         call_command(studio, "style", "bench", "gatys-lite0", repeat=1)

@@ -409,6 +409,7 @@ def test_int8_graph_and_bench(trained: Path, tmp_path: Path) -> None:
     for key in ("chars_per_s", "ort_ms", "torch_ms", "ratio"):
         assert out[key] > 0, key
     assert out["quantized_int8"] and out["generated_chars"] == 300
+    assert out["torch_timed"] == "in its own process"
     assert out["ratio"] == pytest.approx(out["torch_ms"] / out["ort_ms"], rel=0.02)
     # The dequantised torch model is close to the int8 graph (bench checked it, < 0.5).
     assert out["max_abs_diff"] < 0.5

@@ -29,7 +29,14 @@ from gdl_studio_plugins.vae.train.models import (  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tests.fixtures.images import write_idx  # noqa: E402
-from tests.train.conftest import REPO, exit_code, load, run_python, torchrun_two  # noqa: E402
+from tests.train.conftest import (  # noqa: E402
+    copy_plugin,
+    exit_code,
+    load,
+    run_python,
+    studio_with_models,
+    torchrun_two,
+)
 
 TINY = ["--width", "4", "--threads", "1", "--batch", "8", "--log-every", "2"]
 
@@ -257,27 +264,21 @@ def test_export_two_graphs_with_projection_card_and_table(
 
 def test_bench_and_eval_on_an_exported_model(fashion: Path, tmp_path: Path, capsys) -> None:
     """The exported graphs in the real plugin: bench (ONNX Runtime vs torch) and eval."""
-    import shutil
-
-    from gdl_studio.core.host import Studio, call_command
+    from gdl_studio.core.host import call_command
 
     run = tmp_path / "run"
     assert train(["--data", "fashion", "--data-path", str(fashion), "--out", str(run),
                   "--steps", "3", *TINY]) == 0  # fmt: skip
-    plugin = tmp_path / "plugins" / "vae"
-    shutil.copytree(REPO / "plugins" / "vae", plugin, ignore=shutil.ignore_patterns("__pycache__"))
+    plugin = copy_plugin(tmp_path, "vae")
     export.main(["--checkpoint", str(run / "checkpoint.pt"), "--out", str(plugin / "fm")])
     table = capsys.readouterr().out.split("# plugin.toml:\n", 1)[1]
     proj = json.loads((plugin / "fm" / "card.json").read_text())["projection"]
     assert proj["axes"] == [[1.0, 0.0], [0.0, 1.0]]  # a 2-D map keeps the latent's own axes
     assert min(proj["scale"]) > 0 and "[models.extras.projection]" in table
-    manifest = (plugin / "plugin.toml").read_text().split("\n[[models]]\n")[0]
-    (plugin / "plugin.toml").write_text(manifest.rstrip() + "\n\n" + table + "\n")
-    studio = Studio.create(include_builtin=False, include_entry_points=False,
-                           extra_folders=[tmp_path / "plugins"])  # fmt: skip
-    assert studio.registry.get("vae").ok, studio.registry.get("vae").state
+    studio = studio_with_models(plugin, table)
     out = call_command(studio, "vae", "bench", None, repeat=3)
     assert out["decode_ms"] > 0 and out["ratio"] > 0 and out["max_abs_diff"] <= 1e-3
+    assert out["torch_timed"] == "in its own process"
     assert out["decode_ms_map"] > 0 and out["encode_ms"] > 0
     from tests.fixtures.images import classifier_onnx
 

@@ -3,8 +3,8 @@ same network (batch 1, the studio's live case, and a batch of 16), and the time 
 steps for one image through the plugin's own sampler.
 
 Torch is only needed here (the [train] extra); the torch module is rebuilt from the shipped
-ONNX file's weights and checked against ONNX Runtime before anything is timed.  The ratio is
-torch / ONNX Runtime, measured in the same run one after the other.
+ONNX file's weights, checked against ONNX Runtime, and timed in a process of its own
+(:func:`gdl_studio.training.bench.in_own_process`).  The ratio is torch / ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -17,45 +17,41 @@ import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.training.bench import median_ms
+from gdl_studio.training.bench import has_torch, in_own_process, median_ms
 
 
 def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        raise JobError("bench diffusion compares with torch: install the [train] extra") from None
+    if not has_torch():
+        raise JobError("bench diffusion compares with torch: install the [train] extra")
     from gdl_studio_plugins.diffusion import samplers
     from gdl_studio_plugins.diffusion.compute import Denoiser
 
-    from .export import torch_from_onnx
-
     den = Denoiser(ctx)
     card = json.loads(ctx.graph_path().with_name("card.json").read_text(encoding="utf-8"))
-    module = torch_from_onnx(ctx.graph_path(), card["architecture"]).eval()
     state = TaskState()
-    out: dict[str, Any] = {"threads": torch.get_num_threads(), "repeat": repeat}
     shape = (den.channels, den.size, den.size)
+    cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    ort_out: dict[str, np.ndarray] = {}
+    ort_ms: dict[str, float] = {}
     for batch, suffix in ((1, ""), (16, "_b16")):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
         var = np.full(batch, 0.5, np.float32)
         labels = np.full(batch, den.null, np.int64)
         eps = den.eps_fn(labels, 1.0, state)
-        xt, vt, lt = torch.from_numpy(x), torch.from_numpy(var), torch.from_numpy(labels)
-
-        def run_torch(xt: Any = xt, vt: Any = vt, lt: Any = lt) -> Any:
-            with torch.inference_mode():
-                return module(xt, vt, lt)
-
-        diff = float(np.abs(run_torch().numpy() - eps(x, var)).max())
+        cases[suffix] = (x, var, labels)
+        ort_out[suffix] = eps(x, var)
+        ort_ms[suffix] = median_ms(lambda eps=eps, x=x, var=var: eps(x, var), repeat)
+    side = in_own_process(time_torch, str(ctx.graph_path()), card["architecture"], cases, repeat)
+    out: dict[str, Any] = {"threads": side["threads"], "repeat": repeat}
+    for suffix in cases:
+        diff = float(np.abs(side["outputs"][suffix] - ort_out[suffix]).max())
         if diff > 1e-3:
             raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
-        ort_ms = median_ms(lambda eps=eps, x=x, var=var: eps(x, var), repeat)
-        torch_ms = median_ms(run_torch, repeat)
-        out[f"ort_ms{suffix}"] = round(ort_ms, 3)
+        torch_ms = side["ms"][suffix]
+        out[f"ort_ms{suffix}"] = round(ort_ms[suffix], 3)
         out[f"torch_ms{suffix}"] = round(torch_ms, 3)
-        out[f"ratio{suffix}"] = round(torch_ms / ort_ms, 2)
+        out[f"ratio{suffix}"] = round(torch_ms / ort_ms[suffix], 2)
         out[f"max_abs_diff{suffix}"] = diff
     sampler = samplers.from_config({"kind": "ddim", "steps": 50, "eta": 0.0})
     eps1 = den.eps_fn(np.full(1, den.null, np.int64), 1.0, state)
@@ -67,4 +63,32 @@ def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
             pass
         times.append(time.perf_counter() - t0)
     out["ddim50_s"] = round(float(np.median(times)), 4)
+    out["torch_timed"] = "in its own process"
     return out
+
+
+def time_torch(
+    graph: str,
+    architecture: dict[str, Any],
+    cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    repeat: int,
+) -> dict[str, Any]:
+    """Torch eager's side, run by :func:`in_own_process`: the U-Net rebuilt from the ONNX
+    file's weights, its noise estimates for each case's (x, variance, labels) (compared with
+    ONNX Runtime's by the caller) and ms per step, with torch's default thread count."""
+    import torch
+
+    from .export import torch_from_onnx
+
+    module = torch_from_onnx(graph, architecture).eval()
+    outputs, ms = {}, {}
+    for key, case in cases.items():
+        args = tuple(torch.from_numpy(a) for a in case)
+
+        def run_torch(args: tuple[Any, ...] = args) -> Any:
+            with torch.inference_mode():
+                return module(*args)
+
+        outputs[key] = run_torch().numpy()
+        ms[key] = median_ms(run_torch, repeat)
+    return {"outputs": outputs, "ms": ms, "threads": torch.get_num_threads()}

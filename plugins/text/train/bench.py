@@ -2,7 +2,8 @@
 loop: sampling, stop checks, previews), and one step in ONNX Runtime against torch eager.
 
 Torch is needed here only (the [train] extra); the torch model is rebuilt from the shipped
-ONNX file's weights and checked against ONNX Runtime before timing.
+ONNX file's weights, checked against ONNX Runtime, and timed in a process of its own
+(:func:`gdl_studio.training.bench.in_own_process`).
 """
 
 from __future__ import annotations
@@ -14,51 +15,38 @@ import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.training.bench import median_ms
+from gdl_studio.training.bench import has_torch, in_own_process, median_ms
 
 
 def bench(ctx: PluginContext, repeat: int = 300, chars: int = 3000) -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        raise JobError("bench text compares with torch: install the [train] extra") from None
+    if not has_torch():
+        raise JobError("bench text compares with torch: install the [train] extra")
     from gdl_studio_plugins.text.compute import Start, generate
     from gdl_studio_plugins.text.model import CharModel
     from gdl_studio_plugins.text.sampling import Sampler
-
-    from .export import torch_model_from_onnx
 
     model = CharModel.from_context(ctx)
     card = ctx.card()
     if "architecture" not in card:
         raise JobError("bench text needs the model's card.json (its 'architecture')")
-    module = torch_model_from_onnx(ctx.graph_path(), card)
     quantized = bool((card.get("quantization") or {}).get("kept"))
 
-    # The same model? Twenty characters through both, state carried.
     rng = np.random.default_rng(0)
     ids = rng.integers(0, len(model.vocab), 20)
-    state = model.zero_state(1)
-    tstate = module.zero_state(1)
-    diff = 0.0
-    with torch.inference_mode():
-        for i in ids:
-            logits, state = model.step(np.array([i]), state)
-            tlogits, tstate = module(torch.tensor([[int(i)]]), tstate)
-            diff = max(diff, float(np.abs(logits[0] - tlogits[0, 0].numpy()).max()))
-    if diff > (0.5 if quantized else 1e-3):
-        raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
-
     token = np.array([int(ids[0])])
     zero = model.zero_state(1)
     ort_ms = median_ms(lambda: model.step(token, zero), repeat, warmup=20)
-    ttoken, tzero = torch.tensor([[int(ids[0])]]), module.zero_state(1)
+    side = in_own_process(time_torch, str(ctx.graph_path()), card, ids, repeat)
 
-    def torch_step() -> Any:
-        with torch.inference_mode():
-            return module(ttoken, tzero)
-
-    torch_ms = median_ms(torch_step, repeat, warmup=20)
+    # The same model? Twenty characters through both, state carried.
+    state = model.zero_state(1)
+    diff = 0.0
+    for i, tlogits in zip(ids, side["logits"], strict=True):
+        logits, state = model.step(np.array([i]), state)
+        diff = max(diff, float(np.abs(logits[0] - tlogits).max()))
+    if diff > (0.5 if quantized else 1e-3):
+        raise JobError(f"torch and ONNX Runtime disagree by {diff:.2g}: not the same model")
+    torch_ms = side["step_ms"]
 
     # A whole generation as the plugin streams it (temperature 1: every draw is sampled).
     logits, state = model.step(token, zero)
@@ -76,7 +64,33 @@ def bench(ctx: PluginContext, repeat: int = 300, chars: int = 3000) -> dict[str,
         "ratio": round(torch_ms / ort_ms, 2),
         "max_abs_diff": diff,
         "quantized_int8": quantized,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": side["threads"],
+        "torch_timed": "in its own process",
         "repeat": repeat,
         "architecture": card["architecture"],
     }
+
+
+def time_torch(path: str, card: dict[str, Any], ids: np.ndarray, repeat: int) -> dict[str, Any]:
+    """Torch eager's side, run by :func:`in_own_process`: the model rebuilt from the graph's
+    weights, its logits for ``ids`` fed one by one with the state carried (compared with
+    ONNX Runtime's by the caller), and ms per step from the zero state on ``ids[0]``."""
+    import torch
+
+    from .export import torch_model_from_onnx
+
+    module = torch_model_from_onnx(path, card)
+    logits = []
+    with torch.inference_mode():
+        state = module.zero_state(1)
+        for i in ids:
+            out, state = module(torch.tensor([[int(i)]]), state)
+            logits.append(out[0, 0].numpy())
+    token, zero = torch.tensor([[int(ids[0])]]), module.zero_state(1)
+
+    def step() -> Any:
+        with torch.inference_mode():
+            return module(token, zero)
+
+    step_ms = median_ms(step, repeat, warmup=20)
+    return {"logits": logits, "step_ms": step_ms, "threads": torch.get_num_threads()}
