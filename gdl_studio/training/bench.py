@@ -31,6 +31,24 @@ def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def time_module(module: Any, cases: dict[str, tuple[Any, ...]], repeat: int) -> dict[str, Any]:
+    """For the torch side of a bench (inside :func:`in_own_process`): ``module``'s output for
+    each case's numpy inputs (``None`` inputs left out) and its median ms per call."""
+    import torch
+
+    outputs, ms = {}, {}
+    for key, case in cases.items():
+        args = tuple(torch.from_numpy(a) for a in case if a is not None)
+
+        def call(args: tuple[Any, ...] = args) -> Any:
+            with torch.inference_mode():
+                return module(*args)
+
+        outputs[key] = call().numpy()
+        ms[key] = median_ms(call, repeat)
+    return {"outputs": outputs, "ms": ms}
+
+
 def has_torch() -> bool:
     """Whether torch (the [train] extra) is installed, without importing it."""
     return importlib.util.find_spec("torch") is not None

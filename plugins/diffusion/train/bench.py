@@ -17,7 +17,7 @@ import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.training.bench import has_torch, in_own_process, median_ms
+from gdl_studio.training.bench import has_torch, in_own_process, median_ms, time_module
 
 
 def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
@@ -81,14 +81,4 @@ def time_torch(
     from .export import torch_from_onnx
 
     module = torch_from_onnx(graph, architecture).eval()
-    outputs, ms = {}, {}
-    for key, case in cases.items():
-        args = tuple(torch.from_numpy(a) for a in case)
-
-        def run_torch(args: tuple[Any, ...] = args) -> Any:
-            with torch.inference_mode():
-                return module(*args)
-
-        outputs[key] = run_torch().numpy()
-        ms[key] = median_ms(run_torch, repeat)
-    return {"outputs": outputs, "ms": ms, "threads": torch.get_num_threads()}
+    return {**time_module(module, cases, repeat), "threads": torch.get_num_threads()}

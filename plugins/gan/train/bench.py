@@ -14,7 +14,7 @@ import numpy as np
 
 from gdl_studio.core.host import JobError, PluginContext
 from gdl_studio.core.jobs import TaskState
-from gdl_studio.training.bench import has_torch, in_own_process, median_ms
+from gdl_studio.training.bench import has_torch, in_own_process, median_ms, time_module
 
 
 def bench(ctx: PluginContext, repeat: int = 30) -> dict[str, Any]:
@@ -67,14 +67,4 @@ def time_torch(
 
     module = torch_generator_from_onnx(graph, card).eval()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    outputs, ms = {}, {}
-    for key, (z, labels) in cases.items():
-        args = (torch.from_numpy(z),) + (() if labels is None else (torch.from_numpy(labels),))
-
-        def run_torch(args: tuple[Any, ...] = args) -> Any:
-            with torch.inference_mode():
-                return module(*args)
-
-        outputs[key] = run_torch().numpy()
-        ms[key] = median_ms(run_torch, repeat)
-    return {"outputs": outputs, "ms": ms, "threads": torch.get_num_threads()}
+    return {**time_module(module, cases, repeat), "threads": torch.get_num_threads()}
