@@ -286,3 +286,66 @@ def test_bench_and_eval_on_an_exported_model(fashion: Path, tmp_path: Path, caps
     ev = call_command(studio, "vae", "eval", None, data=fashion, samples=20, classifier=clf)
     assert ev["test_images"] == 24 and ev["elbo_nats"] > 0 and ev["fd"] >= 0
     assert ev["fd_fitted"] >= 0  # samples from the Gaussian the 2-D map is framed on
+
+
+# --------------------------------------------------------------------------------- --init
+
+
+@pytest.fixture(scope="module")
+def exported(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Fashion run (its checkpoint beside) and its exported model folder."""
+    root = tmp_path_factory.mktemp("exported")
+    assert train(["--data", "fashion", "--data-path", str(fashion), "--out", str(root / "run"),
+                  "--steps", "3", *TINY]) == 0  # fmt: skip
+    assert export.main(["--checkpoint", str(root / "run" / "checkpoint.pt"),
+                        "--out", str(root / "model")]) == 0  # fmt: skip
+    return root / "model"
+
+
+def test_init_fine_tunes_from_an_exported_model_or_a_checkpoint(
+    fashion: Path, exported: Path, tmp_path: Path, capsys
+) -> None:
+    source = load(exported.parent / "run" / "checkpoint.pt")["model"]
+    for init in (exported, exported.parent / "run" / "checkpoint.pt"):
+        out = tmp_path / f"ft-{init.name}"
+        argv = ["--data", "fashion", "--data-path", str(fashion), "--out", str(out),
+                "--init", str(init), "--steps", "1", "--lr", "1e-12", "--threads", "1",
+                "--batch", "8"]  # fmt: skip
+        assert train(argv) == 0, capsys.readouterr().err
+        ck = load(out / "checkpoint.pt")
+        assert (ck["config"]["width"], ck["config"]["latent"]) == (4, 2)  # the source's layout
+        assert ck["config"]["init"]["from"] == str(init.resolve())
+        for key, value in source.items():  # encoder and decoder: one step at lr 1e-12
+            assert torch.allclose(ck["model"][key], value, atol=1e-6), key
+    assert train(["--out", str(tmp_path / "ft-model"), "--resume", "--steps", "2"]) == 0
+    assert export.main(["--checkpoint", str(tmp_path / "ft-model" / "checkpoint.pt"),
+                        "--out", str(tmp_path / "card")]) == 0  # fmt: skip
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["training"]["init"]["training"]["steps"] == 3  # the source's own record
+
+
+def test_init_refuses_weights_that_do_not_fit(
+    fashion: Path, faces: Path, exported: Path, tmp_path: Path, capsys
+) -> None:
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(12):
+        Image.new("RGB", (28, 28), (20 * i, 90, 200)).save(colour / f"{i}.png")
+    fash = ["--data", "fashion", "--data-path", str(fashion)]
+    cases = {
+        (*fash, "--latent", "8"): "--latent 8 (the weights have 2)",
+        ("--data", "faces", "--data-path", str(faces), "--size", "64"): "--size 64 (the weights",
+        ("--data", "folder", "--data-path", str(colour)): "1 channel(s), the data has 3",
+        (*fash, "--init", str(tmp_path / "absent")): "no such checkpoint",
+        (*fash, "--init", str(tmp_path)): "no card.json and encoder.onnx there",
+    }
+    for extra, message in cases.items():
+        out = tmp_path / "o"
+        init = [] if "--init" in extra else ["--init", str(exported)]
+        code = train([*extra, *init, "--out", str(out), "--steps", "1", *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+        assert not out.exists()  # nothing written
+    assert train([*fash, "--out", str(tmp_path / "r"), "--steps", "1", *TINY]) == 0
+    code = train(["--out", str(tmp_path / "r"), "--resume", "--init", str(exported)])
+    assert code == 2 and "--resume continues one" in capsys.readouterr().err

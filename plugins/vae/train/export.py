@@ -68,6 +68,16 @@ def torch_decoder_from_onnx(onnx_path: str | Path, architecture: dict[str, Any])
     return model
 
 
+def torch_vae_from_onnx(onnx_path: str | Path, architecture: dict[str, Any]) -> VAE:
+    """The whole torch VAE of an exported model folder (``onnx_path``: either graph; the
+    other lies beside it), rebuilt from ``architecture`` and the two files' initializers
+    (``train_vae --init`` trains on from it)."""
+    model = VAE(**architecture)
+    load_onnx_weights(model.encoder, Path(onnx_path).with_name("encoder.onnx"))
+    load_onnx_weights(model.decoder, Path(onnx_path).with_name("decoder.onnx"))
+    return model
+
+
 def map_projection(means: np.ndarray) -> dict[str, Any]:
     """The map plane of the latent: the mean of ``means`` and two unit axes — for a 2-D
     latent its own axes, else the two main axes of ``means`` (PCA; each signed so that its
