@@ -58,11 +58,11 @@ def in_own_process(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` run in a fresh (spawned) Python process; its result, or its exception.
 
     Torch is timed there, away from the caller's ONNX Runtime sessions: two thread pools in one
-    process (ONNX Runtime's workers spin after each run, torch's OpenMP team spins between
-    ops) take turns at each other's cores, and on a 2-core machine whichever engine is timed
-    second reads several times slower than it is.  Apart, each is timed as it runs for its
-    users: the studio never loads torch.  ``fn`` must be a module-level function; its
-    arguments and result are pickled."""
+    process (ONNX Runtime's workers spin after each run, torch's OpenMP team between ops) can
+    take turns at each other's cores, and on a busy 2-core machine torch's step read many
+    times slower after ONNX Runtime had run in the same process (on a quiet one it did not).
+    Apart, each engine is timed as its users run it: the studio never loads torch.  ``fn``
+    must be a module-level function; its arguments and result are pickled."""
     # The child imports ``fn`` by its module's name.  A folder-installed plugin's modules live
     # under packages the studio made at run time (core.discovery: gdl_user_plugins.<folder>),
     # which a fresh interpreter lacks: their search paths go along (_adopt_packages).
