@@ -31,7 +31,8 @@ from tests.train.conftest import (  # noqa: E402
 )
 
 TINY = ["--widths", "4,8", "--blocks", "1", "--threads", "1", "--batch", "8",
-        "--log-every", "2", "--timesteps", "100", "--warmup", "2"]  # fmt: skip
+        "--log-every", "2", "--timesteps", "100", "--warmup", "2",
+        "--sample-steps", "2"]  # fmt: skip
 MODULE = "gdl_studio_plugins.diffusion.train.train_diffusion"
 
 
@@ -161,7 +162,8 @@ def test_init_fine_tunes_from_an_exported_model_or_a_checkpoint(
     fashion: Path, exported: Path, tmp_path: Path, capsys
 ) -> None:
     source = load(exported.parent / "run" / "checkpoint.pt")["ema"]
-    rest = ["--threads", "1", "--batch", "8", "--timesteps", "100", "--warmup", "2"]
+    rest = ["--threads", "1", "--batch", "8", "--timesteps", "100", "--warmup", "2",
+            "--sample-steps", "2"]  # fmt: skip
     for init in (exported, exported.parent / "run" / "checkpoint.pt"):
         out = tmp_path / f"ft-{init.name}"
         argv = ["--data", "fashion", "--data-path", str(fashion), "--out", str(out),

@@ -16,9 +16,10 @@ the weights (EMA, Foster's 0.999) that is what gets sampled and exported.  With 
 the label is dropped for ``--label-drop`` of the images, so the one network also samples
 without a class and with classifier-free guidance.  Every epoch (and at ``--sample-every``):
 the denoising loss of the EMA network on fixed test images at fixed noise levels, a grid of
-50-step DDIM samples in DIR/samples/, log.csv and a loss plot, and DIR/checkpoint.pt (also on
-Ctrl+C and at ``--time-limit``; ``--resume`` continues it exactly).  Under torchrun every
-process trains on its share of each batch (DDP) and rank 0 writes the files.
+DDIM samples (``--sample-steps``, 50) in DIR/samples/, log.csv and a loss plot, and
+DIR/checkpoint.pt (also on Ctrl+C and at ``--time-limit``; ``--resume`` continues it
+exactly).  Under torchrun every process trains on its share of each batch (DDP) and rank 0
+writes the files.
 
 ``--init`` fine-tunes instead of starting from random weights: from a model folder (a shipped
 one, e.g. assets/diffusion/fashion-ddpm, or one of yours) or a run's checkpoint, whose EMA
@@ -88,6 +89,7 @@ RESUMABLE = {
     "time_limit",
     "log_every",
     "sample_every",
+    "sample_steps",
     "threads",
     "device",
     "precision",
@@ -141,6 +143,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add("--time-limit", type=float, help="stop (and save) after this many minutes")
     add("--log-every", type=int, default=50, help="steps between log.csv rows")
     add("--sample-every", type=int, default=0, help="steps between sample grids (0: per epoch)")
+    add("--sample-steps", type=int, default=SAMPLE_STEPS, help="DDIM steps of those grids")
     add("--resume", action="store_true", default=False, help="continue DIR/checkpoint.pt")
     add(
         "--init",
@@ -171,6 +174,7 @@ CONFIG_KEYS = (
     "seed",
     "log_every",
     "sample_every",
+    "sample_steps",
 )
 
 
@@ -203,6 +207,8 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise TrainError(f"--{key.replace('_', '-')} must be at least 1")
     if cfg["lr"] <= 0 or cfg["warmup"] < 0 or cfg["sample_every"] < 0:
         raise TrainError("--lr must be positive; --warmup and --sample-every not negative")
+    if cfg.get("sample_steps", SAMPLE_STEPS) < 1:
+        raise TrainError("--sample-steps must be at least 1")
     if not 0 <= cfg["ema"] < 1 or not 0 <= cfg["label_drop"] <= 1 or not 0 <= cfg["dropout"] < 1:
         raise TrainError("--ema and --dropout must be in [0, 1), --label-drop in [0, 1]")
     if (cfg["steps"] is not None and cfg["steps"] < 1) or (
@@ -222,7 +228,7 @@ def resumed_config(previous: dict[str, Any], explicit: dict[str, Any]) -> dict[s
         if key not in RESUMABLE and key in previous
     }
     cfg = resumed_settings(previous, explicit, given)
-    for key in ("log_every", "sample_every"):
+    for key in ("log_every", "sample_every", "sample_steps"):
         if key in explicit:
             cfg[key] = explicit[key]
     check_config(cfg)
@@ -410,8 +416,8 @@ class Trainer(Checkpointed):
 
     @torch.no_grad()
     def write_samples(self) -> None:
-        """Images from the EMA network with 50 DDIM steps (six rows of the ten classes when
-        conditional), the same starting noise every time."""
+        """Images from the EMA network with ``--sample-steps`` DDIM steps (six rows of the ten
+        classes when conditional), the same starting noise every time."""
         dev = self.d.device
         cfg = self.cfg
         g = torch.Generator().manual_seed(cfg["seed"] + 1)
@@ -429,7 +435,8 @@ class Trainer(Checkpointed):
             return out.cpu().numpy()
 
         # The studio's default sampler (DDIM, eta 1), with fixed noise: comparable grids.
-        sampler = samplers.from_config({"kind": "ddim", "steps": SAMPLE_STEPS, "eta": 1.0})
+        steps = cfg.get("sample_steps", SAMPLE_STEPS)  # absent from older checkpoints
+        sampler = samplers.from_config({"kind": "ddim", "steps": steps, "eta": 1.0})
         *_, (x, _) = sampler.run(eps_fn, self.schedule, noise, np.random.default_rng(0))
         cols = n_cls if 0 < n_cls <= 10 else 8
         grid = grid_image(torch.from_numpy(np.clip(x, -1, 1)).float(), cols)
