@@ -66,5 +66,4 @@ def time_torch(
     from .export import torch_generator_from_onnx
 
     module = torch_generator_from_onnx(graph, card).eval()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return {**time_module(module, cases, repeat), "threads": torch.get_num_threads()}
