@@ -65,9 +65,15 @@ class Paths:
         )
 
 
+# Version of the remembered parameters: the studio before 2 stored, on every switch of
+# plugin, the panel of the plugin just left as the new plugin's own (a text plugin's length in
+# characters became the music plugin's length in bars).  Such stores are dropped on load.
+PARAMS_VERSION = 2
+
 _DEFAULTS: dict[str, Any] = {
     "disabled_plugins": [],
     "last_params": {},
+    "params_version": PARAMS_VERSION,
     "last_model": {},
     "last_plugin": None,
     "soundfont": None,
@@ -92,6 +98,11 @@ class Settings:
                 loaded = json.loads(self.path.read_text(encoding="utf-8"))
                 if not isinstance(loaded, dict):
                     raise ValueError("settings must be a JSON object")
+                if loaded.get("params_version", 1) < PARAMS_VERSION:
+                    # Remembered parameters from before the fix above may be another
+                    # plugin's: start them from the plugins' defaults.
+                    loaded["last_params"] = {}
+                    loaded["params_version"] = PARAMS_VERSION
                 self._data.update(loaded)
             except (OSError, ValueError) as exc:
                 self.load_error = f"settings file was unreadable ({exc}); defaults used"

@@ -271,6 +271,10 @@ class MainWindow(QMainWindow):
 
     def _plugin_selected(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
         self._remember_params()
+        # Empty the panel before the new plugin's specs are built: what it shows belongs to
+        # the plugin just left, and a parameter of the same name (length, temperature,
+        # seed) must not carry over — a text plugin's 400 characters are not 400 bars.
+        self.panel.set_specs(())
         if item is None:
             return
         rec = self.studio.registry.get(item.data(ID_ROLE))

@@ -188,3 +188,17 @@ def test_settings_defaults_are_not_shared(tmp_path: Path) -> None:
     b = Settings(tmp_path / "b.json")
     assert b.last_params("x") == {}
     assert b.get("last_params") == {}
+
+
+def test_parameters_remembered_before_version_2_are_dropped(tmp_path: Path) -> None:
+    # Studios before params_version 2 stored the panel of the plugin just left as the next
+    # plugin's own: such parameters are dropped on load; everything else is kept.
+    path = tmp_path / "settings.json"
+    old = {"last_plugin": "music", "last_params": {"music": {"length": 400}}, "soundfont": "x"}
+    path.write_text(json.dumps(old))
+    s = Settings(path)
+    assert s.load_error is None
+    assert s.last_params("music") == {}
+    assert s.get("last_plugin") == "music" and s.get("soundfont") == "x"
+    s.set_last_params("music", {"length": 8})
+    assert Settings(path).last_params("music") == {"length": 8}  # new ones are kept

@@ -194,6 +194,21 @@ def test_parameters_persist_per_plugin(qtbot, window: MainWindow, plugin_root: P
     assert again.panel.value("batch") == 7 and again.panel.value("style") == "fancy"
 
 
+def test_switching_plugins_carries_no_values_across(qtbot, window: MainWindow) -> None:
+    # Both plugins have a "seed": tinygen's must not become echo's, and echo's remembered
+    # parameters must not take in tinygen's.
+    window.select_plugin("echo")
+    window.panel.set_values({"seed": 5, "repeat": 2})
+    window.select_plugin("tinygen")
+    window.panel.set_values({"seed": 12345, "batch": 7})
+    window.select_plugin("echo")
+    assert window.panel.value("seed") == 5 and window.panel.value("repeat") == 2
+    stored = window.studio.settings.last_params("echo")
+    assert stored == {"prompt": "hello", "repeat": 2, "seed": 5}
+    window.select_plugin("tinygen")
+    assert window.panel.value("seed") == 12345 and window.panel.value("batch") == 7
+
+
 def test_plugins_dialog_lists_errors_and_disables(qtbot, window: MainWindow) -> None:
     dialog = window.show_plugins_dialog()
     qtbot.addWidget(dialog)
