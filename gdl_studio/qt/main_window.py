@@ -148,6 +148,10 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.panel)
+        # The panel scrolls up and down only: sideways, the dock widens to fit it (see
+        # _fit_panel), so no value or button is ever cut off at the right edge.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.panel_scroll = scroll
         self.generate_button = QPushButton("Generate  (Ctrl+Enter)")
         self.generate_button.setObjectName("generate")
         self.generate_button.setMinimumHeight(36)
@@ -156,6 +160,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.progress.setFormat("ready")
+        self.progress.setValue(0)  # a bar with no value yet (-1) shows no text at all
         lay.addWidget(QLabel("<b>Plugins</b>"))
         lay.addWidget(self.plugin_list)
         lay.addWidget(QLabel("Model"))
@@ -314,6 +319,21 @@ class MainWindow(QMainWindow):
             self.studio.settings.set_last_params(self._plugin.id, keep)
         self.panel.set_specs(specs_for_model(m.params, model))
         self.panel.set_values(keep)
+        # Once the new editors are shown: a layout leaves out children not yet shown.
+        QTimer.singleShot(0, self._fit_panel)
+
+    def _fit_panel(self) -> None:
+        """Make the parameter panel's scroll area at least as wide as the panel needs (its
+        labels, the seed's ten digits, the sliders' value labels), with room for the
+        vertical scroll bar.  It never narrows again: the dock keeps the width of the widest
+        panel shown, rather than jumping at every change of plugin."""
+        scroll = self.panel_scroll
+        needed = (
+            self.panel.minimumSizeHint().width()
+            + scroll.verticalScrollBar().sizeHint().width()
+            + 2 * scroll.frameWidth()
+        )
+        scroll.setMinimumWidth(max(needed, scroll.minimumWidth()))
 
     def _model_changed(self) -> None:
         if self._plugin is not None and self.panel.specs:

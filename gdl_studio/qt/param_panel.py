@@ -55,6 +55,9 @@ class SeedEditor(QWidget):
         self.edit = QLineEdit()
         self.edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{0,10}")))
         self.edit.setPlaceholderText("random")
+        # Room for a whole seed (up to ten digits): a squeezed field shows only its tail.
+        digits = self.edit.fontMetrics().horizontalAdvance("0" * 10)
+        self.edit.setMinimumWidth(digits + 16)
         # Standard style icons and a plain word: emoji glyphs are missing from many Linux fonts.
         self.dice = QToolButton()
         self.dice.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload))

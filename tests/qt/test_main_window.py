@@ -39,6 +39,10 @@ def generate(qtbot, win: MainWindow, timeout: int = 10_000) -> None:
         qtbot.mouseClick(win.generate_button, Qt.MouseButton.LeftButton)
 
 
+def test_the_progress_bar_says_ready_before_the_first_run(window: MainWindow) -> None:
+    assert window.progress.text() == "ready"
+
+
 def test_plugin_list_shows_usable_plugins_and_hides_disabled(window: MainWindow) -> None:
     ids = [window.plugin_list.item(i).data(Qt.ItemDataRole.UserRole)
            for i in range(window.plugin_list.count())]  # fmt: skip
@@ -342,3 +346,22 @@ def test_a_models_own_settings_survive_switching_models(qtbot) -> None:
     assert win.panel.values()["strength"] == 0.5  # shared by both: kept
     win.model_combo.setCurrentIndex(win.model_combo.findData("gatys-lite0"))
     assert win.panel.values()["iterations"] == 7
+
+
+def test_every_built_in_panel_fits_its_dock_without_cutting_values_off(qtbot) -> None:
+    """The music plugin's labels and the dream plugin's slider values were cut off at the
+    dock's right edge (behind a sideways scroll bar): the dock now widens to the panel."""
+    win = MainWindow(Studio.create(include_entry_points=False))
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    ids = [win.plugin_list.item(i).data(Qt.ItemDataRole.UserRole)
+           for i in range(win.plugin_list.count())]  # fmt: skip
+    assert {"music", "dream", "text"} <= set(ids)
+    for plugin in ids:
+        assert win.select_plugin(plugin)
+        needed = win.panel.minimumSizeHint().width()
+        viewport = win.panel.parentWidget()  # the scroll area's
+        qtbot.waitUntil(lambda v=viewport, n=needed: v.width() >= n, timeout=2000)
+        assert win.panel.width() >= needed, plugin
