@@ -8,8 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -53,6 +60,7 @@ from gdl_studio.qt.icons import kind_icon
 from gdl_studio.qt.param_panel import ParamPanel
 from gdl_studio.qt.plugin_canvas import PluginCanvases
 from gdl_studio.qt.plugins_dialog import PluginsDialog
+from gdl_studio.qt.shortcuts import ShortcutsDialog
 from gdl_studio.qt.worker import Finished, JobRunner
 
 log = logging.getLogger(__name__)
@@ -205,8 +213,10 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         self._action(file, "&Open output…", QKeySequence.StandardKey.Open, self.open_output_dialog)
         self._action(file, "&Save result as…", QKeySequence.StandardKey.Save, self.save_current)
+        self._action(file, "Show the &history folder", None, self.open_history_folder)
         file.addSeparator()
-        self._action(file, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        # Spelled out: the standard Quit key is empty on some platforms (offscreen, Windows).
+        self._action(file, "&Quit", QKeySequence("Ctrl+Q"), self.close)
         run = self.menuBar().addMenu("&Run")
         self._action(run, "&Generate", QKeySequence("Ctrl+Return"), self.generate)
         self.addAction(self._action(None, "Generate", QKeySequence("Ctrl+Enter"), self.generate))
@@ -219,6 +229,7 @@ class MainWindow(QMainWindow):
         settings = self.menuBar().addMenu("&Settings")
         self._action(settings, "Choose &SoundFont…", None, self.choose_soundfont_dialog)
         help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", QKeySequence("F1"), self.show_shortcuts)
         self._action(help_menu, "&About GDL Studio", None, self._about)
 
     def _action(self, menu: Any, text: str, key: Any, slot: Any) -> QAction:
@@ -708,6 +719,20 @@ class MainWindow(QMainWindow):
         """The provider that really ran the selected plugin's last job, else the planned one."""
         ran = self._provider_by_plugin.get(self._plugin.id) if self._plugin else None
         self.provider_label.setText(f"provider: {ran or self._planned_provider}")
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        dialog = ShortcutsDialog(self)
+        dialog.show()
+        return dialog
+
+    def open_history_folder(self) -> bool:
+        """Show the folder every result is saved in, in the system's file manager."""
+        folder = self.studio.paths.history
+        folder.mkdir(parents=True, exist_ok=True)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            return True
+        self.notify(f"could not open a file manager; the history folder is {folder}", error=True)
+        return False
 
     def _about(self) -> None:
         sf = choose_soundfont(self.studio.settings.get("soundfont"))
