@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import wave
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -69,11 +71,13 @@ def render_midi(
     tail: float = 1.0,
     max_seconds: float = 1200,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """``midi`` as float32 stereo frames, shape (n, 2), plus ``tail`` seconds of release.
 
     Only the first ``max_seconds`` are rendered (memory: 20 minutes is ~420 MB).
     ``should_stop`` is polled between chunks; when it returns True, RenderCancelled is raised.
+    ``progress`` is told the fraction rendered after each chunk.
     Raises SoundFontError for a missing or invalid SoundFont.
     """
     synth = _load_synth(soundfont, samplerate)
@@ -99,6 +103,8 @@ def render_midi(
             pcm = np.frombuffer(synth.generate(n), dtype=np.float32)
             out[done : done + n] = pcm.reshape(n, 2)
             done += n
+            if progress is not None:
+                progress(done / total)
 
     for when, msg in events:
         fill_to(round(when * samplerate))
@@ -119,3 +125,16 @@ def render_notes(
     """Like render_midi, for a list of notes (e.g. a streaming preview)."""
     midi = notes_to_midi(list(notes))
     return render_midi(midi, soundfont, samplerate, tail, max_seconds, should_stop)
+
+
+def wav_bytes(frames: np.ndarray, samplerate: int) -> bytes:
+    """Stereo float frames in [-1, 1] (as render_midi gives them) as a 16-bit PCM .wav file,
+    the format every audio editor and DAW opens (through the standard library's wave)."""
+    pcm = np.round(np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(pcm.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(samplerate)
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()

@@ -18,6 +18,7 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QProgressDialog,
     QPushButton,
     QScrollArea,
     QStackedWidget,
@@ -41,6 +43,7 @@ from gdl_studio.core.discovery import PluginRecord
 from gdl_studio.core.history import HistoryEntry
 from gdl_studio.core.host import IMAGE_SUFFIXES, MIDI_SUFFIXES, JobError, Studio, prepare_job
 from gdl_studio.core.manifest import specs_for_model
+from gdl_studio.core.midi_synth import RenderCancelled, SoundFontError, render_midi, wav_bytes
 from gdl_studio.core.results import (
     ALSO_ACCEPTED,
     EXTENSIONS,
@@ -65,6 +68,7 @@ from gdl_studio.qt.worker import Finished, JobRunner
 
 log = logging.getLogger(__name__)
 HISTORY_SHOWN = 200  # the gallery shows the newest entries; older ones stay on disk
+AUDIO_RATE = 44100  # Export audio: CD rate, what every editor and player takes
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -115,6 +119,7 @@ class MainWindow(QMainWindow):
         self.cell_actions: list[CellAction] = []
         self.text_canvas.save_requested.connect(lambda: self.save_current())
         self.piano_roll.export_requested.connect(self.export_roll)
+        self.piano_roll.export_audio_requested.connect(self.export_audio)
         self.piano_roll.use_as_input_requested.connect(self.use_drawn_notes)
         self.canvases = QStackedWidget()
         self.canvas_for = {"image": self.image_canvas, "text": self.text_canvas,
@@ -584,6 +589,60 @@ class MainWindow(QMainWindow):
             return None
         path = Path(path_str).with_suffix(".mid")
         return self._write_drawn(path)
+
+    def export_audio(self, path: Path | None = None) -> Path | None:
+        """Render what the piano roll plays through the SoundFont to a .wav file (``path``:
+        skip the file dialog), with a progress dialog that can cancel; nothing is written
+        unless the whole render succeeds."""
+        midi = self.piano_roll.audible_midi()
+        if midi is None:
+            self.notify("Nothing to export yet.")
+            return None
+        soundfont = choose_soundfont(self.studio.settings.get("soundfont"))
+        if soundfont is None:
+            self.notify(f"Export audio: {HOW_TO_ADD_SOUNDFONT}", error=True)
+            return None
+        if path is None:
+            name = "notes.wav"
+            if self.current is not None and not self.piano_roll.edited:
+                prov = self.current[1]
+                name = f"{prov.plugin}-{prov.seed if prov.seed is not None else 'result'}.wav"
+            path_str, _ = QFileDialog.getSaveFileName(self, "Export audio", name, "*.wav")
+            if not path_str:
+                return None
+            path = Path(path_str).with_suffix(".wav")
+        dialog = QProgressDialog("Rendering through the SoundFont…", "Cancel", 0, 1000, self)
+        dialog.setWindowTitle("Export audio")
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.setMinimumDuration(300)
+
+        def cancelled() -> bool:  # polled between chunks: keeps the window responsive
+            QApplication.processEvents()
+            return dialog.wasCanceled()
+
+        try:
+            frames = render_midi(
+                midi,
+                soundfont,
+                AUDIO_RATE,
+                should_stop=cancelled,
+                progress=lambda done: dialog.setValue(round(done * 1000)),
+            )
+            data = wav_bytes(frames, AUDIO_RATE)
+            atomic_write(path, lambda fh: fh.write(data))
+        except RenderCancelled:
+            self.notify("Audio export cancelled; nothing was written.")
+            return None
+        except SoundFontError as exc:
+            self.notify(str(exc), error=True)
+            return None
+        except OSError as exc:
+            self.notify(f"Could not save {path.name}: {exc}. Nothing was overwritten.", error=True)
+            return None
+        finally:
+            dialog.close()
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        return path
 
     def use_drawn_notes(self) -> str:
         """The piano roll's notes become the current plugin's MIDI input (saved first under

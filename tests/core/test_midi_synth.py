@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gdl_studio.core.midi_notes import Note
-from gdl_studio.core.midi_synth import SoundFontError, render_midi, render_notes
+from gdl_studio.core.midi_synth import SoundFontError, render_midi, render_notes, wav_bytes
 from gdl_studio.core.soundfont import find_soundfonts
 
 RATE = 22050
@@ -76,3 +76,24 @@ def test_random_bytes_are_not_a_soundfont(tmp_path: Path) -> None:
 def test_missing_soundfont(tmp_path: Path) -> None:
     with pytest.raises(SoundFontError, match="not found"):
         render_midi(_two_notes_with_a_gap(), tmp_path / "gone.sf2")
+
+
+def test_wav_bytes_is_a_16_bit_stereo_wave_file() -> None:
+    import io
+    import wave
+
+    frames = np.array([[0.0, 0.5], [-0.5, 1.0], [2.0, -3.0]], dtype=np.float32)
+    with wave.open(io.BytesIO(wav_bytes(frames, RATE)), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, RATE)
+        assert w.getnframes() == 3
+        pcm = np.frombuffer(w.readframes(3), dtype="<i2").reshape(3, 2)
+    # Full scale is 32767; what went past it is clipped, not wrapped round.
+    assert pcm.tolist() == [[0, 16384], [-16384, 32767], [32767, -32767]]
+
+
+@needs_sf2
+def test_render_reports_its_progress() -> None:
+    assert SF2 is not None
+    seen: list[float] = []
+    render_midi(_two_notes_with_a_gap(), SF2, samplerate=RATE, tail=0.5, progress=seen.append)
+    assert len(seen) > 3 and seen == sorted(seen) and seen[-1] == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PySide6.QtGui import QDropEvent
 
 from gdl_studio.core.host import Studio
 from gdl_studio.core.results import read_provenance
+from gdl_studio.core.soundfont import choose_soundfont
 from gdl_studio.qt.main_window import MainWindow
 from gdl_studio.qt.param_panel import SeedEditor
 
@@ -125,6 +127,40 @@ def test_streaming_text_and_midi_results(qtbot, window: MainWindow) -> None:
     generate(qtbot, window)
     assert len(window.piano_roll.notes()) == 8
     assert window.current[2].suffix == ".mid"
+
+
+@pytest.mark.skipif(choose_soundfont(None) is None, reason="no SoundFont installed")
+def test_export_audio_renders_what_plays_to_a_wav_file(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    window.select_plugin("scale")
+    generate(qtbot, window)
+    out = tmp_path / "scale.wav"
+    assert window.export_audio(out) == out
+    with wave.open(str(out), "rb") as w:
+        seconds = w.getnframes() / w.getframerate()
+        assert w.getnchannels() == 2 and w.getsampwidth() == 2
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    end = max(n.end for n in window.piano_roll.notes())
+    assert seconds == pytest.approx(end + 1.0, abs=0.05)  # the piece and a second of release
+    assert np.abs(pcm).max() > 300  # not silence
+    # Cancelled half-way: nothing is written, and an older file of that name is untouched.
+    monkeypatch.setattr("gdl_studio.qt.main_window.QProgressDialog.wasCanceled", lambda _: True)
+    before = out.read_bytes()
+    assert window.export_audio(out) is None
+    assert out.read_bytes() == before
+    assert "cancelled" in window.messages.item(window.messages.count() - 1).text()
+
+
+def test_export_audio_without_a_soundfont_says_how_to_add_one(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    window.select_plugin("scale")
+    generate(qtbot, window)
+    monkeypatch.setattr("gdl_studio.qt.main_window.choose_soundfont", lambda _: None)
+    assert window.export_audio(tmp_path / "x.wav") is None
+    assert not (tmp_path / "x.wav").exists()
+    assert "SoundFont" in window.messages.item(window.messages.count() - 1).text()
 
 
 def test_plugin_that_fails_to_import_is_reported_and_others_work(qtbot, window: MainWindow) -> None:

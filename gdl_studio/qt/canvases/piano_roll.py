@@ -382,6 +382,7 @@ class PianoRollCanvas(QWidget):
     the notes to the current plugin as a MIDI file (e.g. a melody to harmonise)."""
 
     export_requested = Signal()
+    export_audio_requested = Signal()
     use_as_input_requested = Signal()
 
     def __init__(self, player: Any | None = None, parent: QWidget | None = None) -> None:
@@ -410,6 +411,11 @@ class PianoRollCanvas(QWidget):
         self.export_button = self._button(
             "Export .mid…", "Save this MIDI file", self.export_requested.emit
         )
+        self.audio_button = self._button(
+            "Export audio…",
+            "Render the piece through the SoundFont, as it plays, to a .wav file",
+            self.export_audio_requested.emit,
+        )
         self.draw_button = self._button(
             "✎ Draw",
             "Draw notes (D): drag to add one, click one to remove it, Ctrl+Z undoes",
@@ -436,6 +442,7 @@ class PianoRollCanvas(QWidget):
             self.play_button,
             self.fit_button,
             self.export_button,
+            self.audio_button,
             self.draw_button,
             self.new_button,
             self.use_button,
@@ -613,16 +620,24 @@ class PianoRollCanvas(QWidget):
         self._update_time_label()
 
     # -- playback -----------------------------------------------------------------------------
-    def play(self) -> None:
+    def audible_midi(self) -> mido.MidiFile | None:
+        """What Play plays (and Export audio renders): the result's MIDI file, or the notes
+        as drawn; None when the roll is empty."""
         if not self.view.notes:
-            return
+            return None
         if self._play_midi is None:
             self._play_midi = notes_to_midi(self.view.notes)
+        return self._play_midi
+
+    def play(self) -> None:
+        midi = self.audible_midi()
+        if midi is None:
+            return
         start = self.playhead()
         if start >= self.view.duration - 0.01:
             start = 0.0
         self.error_label.hide()
-        self.player.play(self._play_midi, start, self.view.loop)
+        self.player.play(midi, start, self.view.loop)
 
     def stop(self) -> None:
         if self.player.is_playing():
@@ -655,6 +670,7 @@ class PianoRollCanvas(QWidget):
         self.play_button.setText("■ Stop" if playing else "▶ Play")
         self.play_button.setEnabled(playing or bool(self.view.notes))
         self.export_button.setEnabled(bool(self.view.notes))
+        self.audio_button.setEnabled(bool(self.view.notes))
         self.new_button.setVisible(self.view.drawing)
         self.use_button.setVisible(self.view.drawing)
         self.use_button.setEnabled(bool(self.view.notes))
