@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
 
 from gdl_studio.core.history import HistoryEntry
+from gdl_studio.core.imageio import InputError, read_midi
+from gdl_studio.core.midi_notes import Note, notes_from_midi
+from gdl_studio.qt.canvases.piano_roll import channel_colour
 from gdl_studio.qt.icons import kind_icon
 
 THUMB = 96
+THUMB_MIDI_BYTES = 2_000_000  # larger MIDI files get the plain icon: the gallery stays quick
 PATH_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -73,7 +77,45 @@ def thumbnail(entry: HistoryEntry) -> QIcon:
         except OSError:
             snippet = ""
         return _text_icon(snippet)
+    if entry.kind == "midi":
+        notes = _thumbnail_notes(path)
+        if notes:
+            return _roll_icon(notes)
     return kind_icon(entry.kind, THUMB)
+
+
+def _thumbnail_notes(path: Path) -> list[Note]:
+    """The notes of a MIDI file in the history, or [] when it cannot be read: a thumbnail
+    never raises (the file is read with the bounds every MIDI input gets)."""
+    try:
+        if path.stat().st_size > THUMB_MIDI_BYTES:
+            return []
+        return notes_from_midi(read_midi(path))
+    except (OSError, ValueError, InputError):
+        return []
+
+
+def _roll_icon(notes: list[Note]) -> QIcon:
+    """A miniature piano roll: time across, pitch up, one colour per channel, as on the
+    canvas (the first minute at most, so that a long piece's notes stay visible)."""
+    pm = QPixmap(THUMB, THUMB)
+    pm.fill(QColor("#24262b"))
+    t_end = min(max(n.end for n in notes), 60.0)
+    low = min(n.pitch for n in notes) - 1
+    high = max(n.pitch for n in notes) + 1
+    row = (THUMB - 8) / (high - low + 1)
+    p = QPainter(pm)
+    p.setPen(Qt.PenStyle.NoPen)
+    for n in notes:
+        if n.start >= t_end:
+            continue
+        x0 = 4 + (THUMB - 8) * n.start / t_end
+        x1 = 4 + (THUMB - 8) * min(n.end, t_end) / t_end
+        y = 4 + (high - n.pitch) * row
+        p.setBrush(channel_colour(n.channel, n.velocity))
+        p.drawRect(QRectF(x0, y, max(1.0, x1 - x0), max(1.0, row)))
+    p.end()
+    return QIcon(pm)
 
 
 def _text_icon(text: str) -> QIcon:
