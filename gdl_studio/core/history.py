@@ -6,8 +6,10 @@ studio killed at any moment shows every completed result again on restart.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,28 @@ class History:
                 continue  # a damaged file is skipped, never deleted
         return out[::-1]
 
+    @staticmethod
+    def files_of(entry: HistoryEntry) -> list[Path]:
+        """The entry's file, then its provenance sidecar where it has one (text results)."""
+        sidecar = entry.path.with_name(entry.path.name + ".json")
+        return [entry.path, *([sidecar] if sidecar.is_file() else [])]
+
     def remove(self, entry: HistoryEntry) -> None:
         for p in (entry.path, entry.path.with_name(entry.path.name + ".json")):
             p.unlink(missing_ok=True)
+
+    def trash(self, entry: HistoryEntry, mover: Callable[[str], None] | None = None) -> None:
+        """Move the entry's files to the system's trash, where the user can still get them
+        back (Send2Trash: the freedesktop.org trash, the macOS Trash, the Windows Recycle
+        Bin).  The result file goes first: should its sidecar then fail, what is left is a
+        stray sidecar, which the history never lists.  Raises OSError when the result file
+        cannot be moved, and then nothing has moved."""
+        if mover is None:
+            from send2trash import send2trash  # imported on use: a rare action
+
+            mover = send2trash
+        first, *sidecars = self.files_of(entry)
+        mover(str(first))
+        for path in sidecars:
+            with contextlib.suppress(OSError):
+                mover(str(path))

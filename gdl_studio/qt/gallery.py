@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
+from PySide6.QtGui import (
+    QColor,
+    QContextMenuEvent,
+    QFont,
+    QIcon,
+    QImage,
+    QKeyEvent,
+    QKeySequence,
+    QPainter,
+    QPixmap,
+)
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QMenu, QWidget
 
 from gdl_studio.core.history import HistoryEntry
 from gdl_studio.core.imageio import InputError, read_midi
@@ -23,6 +33,8 @@ class Gallery(QListWidget):
     """Thumbnails of history entries; activating one emits :attr:`entry_activated`."""
 
     entry_activated = Signal(object)  # HistoryEntry
+    restore_requested = Signal(object)  # HistoryEntry: put its settings in the panel
+    trash_requested = Signal(object)  # HistoryEntry: move its files to the trash
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +68,43 @@ class Gallery(QListWidget):
 
     def entries(self) -> list[HistoryEntry]:
         return [self._entries[self.item(i).data(PATH_ROLE)] for i in range(self.count())]
+
+    def remove_entry(self, entry: HistoryEntry) -> None:
+        for i in range(self.count()):
+            if self.item(i).data(PATH_ROLE) == str(entry.path):
+                self.takeItem(i)
+                self._entries.pop(str(entry.path), None)
+                return
+
+    def entry_at(self, row: int) -> HistoryEntry | None:
+        item = self.item(row)
+        return self._entries.get(item.data(PATH_ROLE)) if item is not None else None
+
+    def menu_for(self, entry: HistoryEntry) -> QMenu:
+        """The right-click menu of one entry."""
+        menu = QMenu(self)
+        menu.addAction("Show", lambda: self.entry_activated.emit(entry))
+        menu.addAction("Use its settings", lambda: self.restore_requested.emit(entry))
+        menu.addSeparator()
+        trash = menu.addAction("Move to trash", lambda: self.trash_requested.emit(entry))
+        trash.setShortcut(QKeySequence(QKeySequence.StandardKey.Delete))
+        trash.setShortcutVisibleInContextMenu(True)
+        return menu
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        item = self.itemAt(event.pos())
+        entry = self._entries.get(item.data(PATH_ROLE)) if item is not None else None
+        if entry is None:
+            return
+        self.menu_for(entry).exec(event.globalPos())
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        entry = self.entry_at(self.currentRow())
+        if entry is not None and event.matches(QKeySequence.StandardKey.Delete):
+            self.trash_requested.emit(entry)
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     def _activate(self, item: QListWidgetItem) -> None:
         entry = self._entries.get(item.data(PATH_ROLE))

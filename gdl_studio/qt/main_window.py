@@ -192,6 +192,8 @@ class MainWindow(QMainWindow):
         self.gallery = Gallery()
         self.gallery.setObjectName("gallery")
         self.gallery.entry_activated.connect(self.show_entry)
+        self.gallery.restore_requested.connect(lambda e: self.restore(e.provenance, e.path))
+        self.gallery.trash_requested.connect(self.trash_entry)
         dock = QDockWidget("History", self)
         dock.setObjectName("dock_history")
         dock.setWidget(self.gallery)
@@ -551,6 +553,20 @@ class MainWindow(QMainWindow):
             self.notify(f"{entry.path.name}: cannot be opened ({exc})", error=True)
             return
         self.show_result(result, entry.provenance, entry.path)
+
+    def trash_entry(self, entry: HistoryEntry) -> bool:
+        """History → Move to trash: the entry's files go to the system's trash (from where
+        they can be restored) and leave the gallery; the canvas keeps showing the result, so
+        it can still be saved elsewhere."""
+        try:
+            self.studio.history.trash(entry)
+        except OSError as exc:
+            self.notify(f"Could not move {entry.path.name} to the trash ({exc}); it is still "
+                        "in the history.", error=True)  # fmt: skip
+            return False
+        self.gallery.remove_entry(entry)
+        self.statusBar().showMessage(f"Moved {entry.path.name} to the trash", 5000)
+        return True
 
     def save_current(self, index: int | None = None) -> Path | None:
         if self.current is None:

@@ -44,6 +44,8 @@ SHORTCUTS: tuple[tuple[str, str, str], ...] = (
     ("Guessing game", "Space", "Mark the selected cell as generated"),
     ("Guessing game", "Return", "Show the answer"),
     ("Text", "Ctrl+C", "Copy the selection"),
+    ("History", "Del", "Move the selected result to the trash"),
+    ("History", "Right-click", "Show it, use its settings, or move it to the trash"),
     ("Piano roll", "Space", "Play / stop"),
     ("Piano roll", "D", "Draw notes on / off (click a note to remove it)"),
     ("Piano roll", "Ctrl+Z", "Undo the last drawn note"),

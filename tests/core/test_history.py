@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mido
+import pytest
 from PIL import Image
 
 from gdl_studio.core.history import History
@@ -131,3 +135,44 @@ def test_remove_deletes_file_and_sidecar(tmp_path: Path) -> None:
     assert not text.path.exists() and not sidecar.exists()
     assert [e.path for e in h.entries()] == [keep.path]
     h.remove(text)  # removing twice is harmless
+
+
+def test_trash_moves_the_result_then_its_sidecar(tmp_path: Path) -> None:
+    h = History(tmp_path / "history")
+    keep = h.add(image(1), prov("image", "tinygen", 1))
+    text = h.add(Result.of_text("bye"), prov("text", "echo", 2))
+    moved: list[str] = []
+    h.trash(text, mover=lambda p: moved.append(p) or Path(p).unlink())
+    assert moved == [str(text.path), str(text.path) + ".json"]  # the result first
+    assert [e.path for e in h.entries()] == [keep.path]
+
+
+def test_trash_that_fails_moves_nothing_and_says_so(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    entry = h.add(image(1), prov("image", "tinygen", 1))
+
+    def refuse(path: str) -> None:
+        raise PermissionError(f"no trash can for {path}")
+
+    with pytest.raises(OSError):
+        h.trash(entry, mover=refuse)
+    assert [e.path for e in h.entries()] == [entry.path]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the freedesktop.org trash")
+def test_trash_uses_the_system_trash(tmp_path: Path) -> None:
+    # The real Send2Trash, in a process of its own whose XDG_DATA_HOME is a temporary folder
+    # (it reads it when imported): the user's own trash is never touched.
+    h = History(tmp_path / "history")
+    text = h.add(Result.of_text("bye"), prov("text", "echo", 2))
+    code = (
+        "import sys; from pathlib import Path; from gdl_studio.core.history import History, "
+        "HistoryEntry; from gdl_studio.core.results import read_provenance; "
+        "p = Path(sys.argv[1]); History(p.parent).trash(HistoryEntry(p, read_provenance(p)))"
+    )
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    subprocess.run([sys.executable, "-c", code, str(text.path)], env=env, check=True)
+    assert h.entries() == []
+    trashed = tmp_path / "xdg" / "Trash" / "files"
+    assert sorted(p.name for p in trashed.iterdir()) == [text.path.name, text.path.name + ".json"]
+    assert (trashed / text.path.name).read_text(encoding="utf-8") == "bye"

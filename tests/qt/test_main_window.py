@@ -163,6 +163,49 @@ def test_export_audio_without_a_soundfont_says_how_to_add_one(
     assert "SoundFont" in window.messages.item(window.messages.count() - 1).text()
 
 
+def test_history_entries_go_to_the_trash_or_give_back_their_settings(
+    qtbot, window: MainWindow, monkeypatch
+) -> None:
+    moved: list[str] = []
+    monkeypatch.setattr("send2trash.send2trash", moved.append)  # never the user's own trash
+    window.select_plugin("tinygen")
+    window.panel.set_values({"batch": 3})
+    generate(qtbot, window)
+    window.panel.set_values({"batch": 5})
+    generate(qtbot, window)
+    newest, older = window.gallery.entry_at(0), window.gallery.entry_at(1)
+    assert newest.provenance.params["batch"] == 5
+    # Right-click → Use its settings: the older run's batch is back in the panel.
+    menu = window.gallery.menu_for(older)
+    assert [a.text() for a in menu.actions() if a.text()] == [
+        "Show", "Use its settings", "Move to trash"]  # fmt: skip
+    window.select_plugin("echo")
+    menu.actions()[1].trigger()
+    assert window._plugin.id == "tinygen" and window.panel.value("batch") == 3
+    # Del on the selected entry: its file goes to the trash, the entry leaves the gallery,
+    # the canvas keeps what it shows.
+    window.gallery.setCurrentRow(0)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Delete)
+    assert moved == [str(newest.path)]
+    assert window.gallery.count() == 1 and window.gallery.entry_at(0).path == older.path
+    assert window.current is not None
+
+
+def test_a_trash_that_fails_keeps_the_entry_and_says_why(
+    qtbot, window: MainWindow, monkeypatch
+) -> None:
+    def refuse(path: str) -> None:
+        raise PermissionError("no trash can here")
+
+    monkeypatch.setattr("send2trash.send2trash", refuse)
+    window.select_plugin("tinygen")
+    generate(qtbot, window)
+    entry = window.gallery.entry_at(0)
+    assert not window.trash_entry(entry)
+    assert window.gallery.entry_at(0).path == entry.path and entry.path.is_file()
+    assert "no trash can here" in window.messages.item(window.messages.count() - 1).text()
+
+
 def test_plugin_that_fails_to_import_is_reported_and_others_work(qtbot, window: MainWindow) -> None:
     window.select_plugin("broken")
     with qtbot.waitSignal(window.runner.failed, timeout=5000) as blocker:

@@ -96,6 +96,19 @@ def test_every_piano_roll_key_does_something(qtbot) -> None:
         assert (len(player.plays), canvas.drawing(), len(canvas.notes())) != before, keys
 
 
+def test_the_history_delete_key_trashes_the_selected_entry(qtbot, window, monkeypatch) -> None:
+    moved: list[str] = []
+    monkeypatch.setattr("send2trash.send2trash", moved.append)  # never the user's own trash
+    window.select_plugin("tinygen")
+    with qtbot.waitSignal(window.runner.finished, timeout=10_000):
+        window.generate()
+    window.gallery.setCurrentRow(0)
+    path = window.gallery.entry_at(0).path
+    (keys,) = keys_of("History")
+    assert press(window.gallery, keys)
+    assert moved == [str(path)]
+
+
 def test_the_text_copy_key_copies(qtbot) -> None:
     canvas = TextCanvas()
     qtbot.addWidget(canvas)
