@@ -109,7 +109,7 @@ _GRAPH_KEYS = {
 }  # fmt: skip
 _PARAM_KEYS = {
     "name", "type", "default", "label", "help", "min", "max", "step", "choices", "optional",
-    "multiline", "choices_from", "extras", "for_kinds",
+    "multiline", "choices_from", "extras", "for_kinds", "value_names",
 }  # fmt: skip
 
 
@@ -303,9 +303,24 @@ def _param(raw: Any, i: int) -> ParamSpec:
         choices_from=choices_from,
         extras=_opt(raw, "extras", dict, where, {}),
         for_kinds=tuple(str(k) for k in _opt(raw, "for_kinds", list, where, [])),
+        value_names=tuple(_opt(raw, "value_names", list, where, [])),
     )
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise ManifestError(f"{where}min is above max")
+    if spec.value_names:
+        if ptype != "int" or spec.min is None or spec.max is None:
+            raise ManifestError(f"{where}value_names is only for an int parameter with min and max")
+        if not all(isinstance(n, str) and n.strip() for n in spec.value_names):
+            raise ManifestError(f"{where}value_names: a list of non-empty strings")
+        count = int(spec.max) - int(spec.min) + 1
+        if len(spec.value_names) != count:
+            raise ManifestError(
+                f"{where}value_names: {len(spec.value_names)} names for the {count} values "
+                f"from {int(spec.min)} to {int(spec.max)}"
+            )
+        lowered = [n.strip().lower() for n in spec.value_names]
+        if len(set(lowered)) != len(lowered):
+            raise ManifestError(f"{where}value_names: two values have the same name")
     if (
         spec.default is not None
         and ptype not in FILE_TYPES

@@ -37,6 +37,9 @@ class ParamSpec:
     # e.g. the style plugin's classic-mode weights.
     for_kinds: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+    # An int's name for each value from min to max (e.g. General MIDI instruments): the panel
+    # lists the names, and a name is accepted wherever the number is (--set program=Cello).
+    value_names: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -54,7 +57,9 @@ class ParamSpec:
         kind = self.type
         out: Any
         try:
-            if kind == "int" or kind == "seed":
+            if kind == "int" and self.value_names and isinstance(value, str):
+                out = self._named_int(value)
+            elif kind == "int" or kind == "seed":
                 out = _to_int(value)
             elif kind == "float":
                 out = float(value)
@@ -86,6 +91,28 @@ class ParamSpec:
         if kind == "seed" and not 0 <= out <= SEED_MAX:
             raise ParamError(f"{self.name}: a seed is a whole number from 0 to {SEED_MAX}")
         return out
+
+    def value_name(self, value: int) -> str | None:
+        """The name of ``value`` (value_names), or None."""
+        index = value - int(self.min or 0)
+        return (
+            self.value_names[index]
+            if self.value_names and 0 <= index < len(self.value_names)
+            else None
+        )
+
+    def _named_int(self, text: str) -> int:
+        """A number, or one of value_names (any case)."""
+        try:
+            return _to_int(text)
+        except ValueError:
+            pass
+        wanted = text.strip().lower()
+        for i, name in enumerate(self.value_names):
+            if name.strip().lower() == wanted:
+                return int(self.min or 0) + i
+        raise ParamError(f"{self.name}: {text!r} is neither a number nor one of its names "
+                         f"(e.g. {self.value_names[0]!r})")  # fmt: skip
 
 
 def _to_int(value: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from gdl_studio.core.atomic import unused_path
 from gdl_studio.core.imageio import InputError, open_image
-from gdl_studio.core.params import SEED_MAX, ParamSpec, random_seed
+from gdl_studio.core.params import SEED_MAX, ParamError, ParamSpec, random_seed
 from gdl_studio.qt.mask_painter import MaskPainter
 
 SEARCHABLE_CHOICES = 30  # a choice with more options than this is searched by typing
@@ -143,6 +144,38 @@ class FilePicker(QWidget):
         self.edit.setText("" if value is None else str(value))
 
 
+class NamedIntCombo(QComboBox):
+    """An int parameter with a name for each value (value_names): the names are listed, the
+    value is the number (searchable by typing, as a long choice is)."""
+
+    def __init__(self, spec: ParamSpec, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        low = int(spec.min or 0)
+        for i, name in enumerate(spec.value_names):
+            self.addItem(f"{name}  ({low + i})", low + i)
+        if self.count() > SEARCHABLE_CHOICES:
+            _make_searchable(self)
+
+    def value(self) -> int:
+        return int(self.itemData(self.currentIndex()))
+
+    def set_value(self, value: Any) -> None:
+        index = self.findData(int(value))
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+def _make_searchable(combo: QComboBox) -> None:
+    """A long list (e.g. DeepDream's 1,000 ImageNet classes) is searched by typing any part
+    of a name; what is typed never becomes a choice of its own."""
+    combo.setEditable(True)
+    combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    completer = combo.completer()
+    completer.setFilterMode(Qt.MatchFlag.MatchContains)
+    completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+    completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+
+
 class ParamPanel(QWidget):
     """One editor per :class:`ParamSpec`; :meth:`values` gives what the user set."""
 
@@ -176,6 +209,10 @@ class ParamPanel(QWidget):
     def _editor(self, spec: ParamSpec) -> QWidget:
         kind = spec.type
         if kind == "int":
+            if spec.value_names:
+                named = NamedIntCombo(spec)
+                named.currentIndexChanged.connect(self.changed)
+                return named
             if _slider_ok(spec, 1):
                 s = QLabeledSlider(Qt.Orientation.Horizontal)
                 s.setRange(int(spec.min), int(spec.max))  # type: ignore[arg-type]
@@ -206,14 +243,7 @@ class ParamPanel(QWidget):
             combo = QComboBox()
             combo.addItems(list(spec.choices))
             if len(spec.choices) > SEARCHABLE_CHOICES:
-                # A long list (e.g. DeepDream's 1,000 ImageNet classes) is searched by typing
-                # any part of a name; what is typed never becomes a choice of its own.
-                combo.setEditable(True)
-                combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-                completer = combo.completer()
-                completer.setFilterMode(Qt.MatchFlag.MatchContains)
-                completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-                completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+                _make_searchable(combo)
             combo.currentIndexChanged.connect(self.changed)
             return combo
         if kind == "bool":
@@ -239,6 +269,9 @@ class ParamPanel(QWidget):
             picker.paint_requested.connect(lambda name=spec.name: self.paint_mask(name))
         return picker
 
+    def _spec(self, name: str) -> ParamSpec:
+        return next(spec for spec in self.specs if spec.name == name)
+
     def set_value(self, name: str, value: Any) -> None:
         editor = self.editors.get(name)
         if editor is None:
@@ -246,6 +279,10 @@ class ParamPanel(QWidget):
         if isinstance(editor, (SeedEditor, FilePicker)):
             editor.set_value(value)
         elif value is None:
+            return
+        elif isinstance(editor, NamedIntCombo):  # before QComboBox: the value is the number
+            with contextlib.suppress(ParamError):
+                editor.set_value(self._spec(name).coerce(value))
             return
         elif isinstance(editor, QComboBox):
             idx = editor.findText(str(value))
@@ -306,7 +343,7 @@ class ParamPanel(QWidget):
 
     def value(self, name: str) -> Any:
         editor = self.editors[name]
-        if isinstance(editor, (SeedEditor, FilePicker)):
+        if isinstance(editor, (SeedEditor, FilePicker, NamedIntCombo)):
             return editor.value()
         if isinstance(editor, QComboBox):  # the chosen item, not half-typed search text
             return editor.itemText(editor.currentIndex())

@@ -463,3 +463,20 @@ def test_for_kinds_keeps_a_parameter_to_the_models_of_those_kinds() -> None:
     assert name not in {s.name for s in specs_for_model(m.params, None)}
     data["params"][0]["for_kinds"] = "slow"
     assert "params[0].for_kinds" in refused(data)
+
+
+def test_value_names_name_every_value_of_an_int() -> None:
+    data = good()
+    data["params"][0].update(min=1, max=3, default=2, value_names=["low", "Middle", "high"])
+    spec = parse_manifest(data).param("steps")
+    assert spec.value_names == ("low", "Middle", "high") and spec.value_name(2) == "Middle"
+    assert spec.coerce("middle") == 2 and spec.coerce("3") == 3 and spec.coerce(1) == 1
+    with pytest.raises(ValueError, match="neither a number nor one of its names"):
+        spec.coerce("medium")
+    data["params"][0]["value_names"] = ["low", "high"]
+    assert "2 names for the 3 values from 1 to 3" in refused(data)
+    data["params"][0]["value_names"] = ["low", "LOW", "high"]
+    assert "two values have the same name" in refused(data)
+    data = good()
+    data["params"][1]["value_names"] = ["a"]  # a float
+    assert "only for an int parameter with min and max" in refused(data)

@@ -402,6 +402,25 @@ def test_the_cli_run_writes_a_midi_file(studio: Studio, tmp_path: Path) -> None:
     assert len(tokens_of(mido.MidiFile(out_path))) == 64
 
 
+def test_the_instrument_is_given_by_its_general_midi_name_or_number(
+    studio: Studio, tmp_path: Path
+) -> None:
+    from gdl_studio import cli
+
+    spec = studio.registry.get("music").manifest.param("program")
+    assert spec.value_name(-1) == "the model's own" and spec.value_name(42) == "Cello"
+    for given, program in (("church organ", 19), ("42", 42)):
+        out_path = tmp_path / f"{program}.mid"
+        argv = ["run", "music", "--seed", "3", "--set", "length=1", "--set",
+                f"program={given}", "-q", "--out", str(out_path)]  # fmt: skip
+        assert cli.cmd_run(studio, cli.build_parser().parse_args(argv)) == 0
+        midi = mido.MidiFile(out_path)
+        assert {m.program for t in midi.tracks for m in t if m.type == "program_change"} == {
+            program
+        }
+        assert read_provenance(out_path).params["program"] == program  # the number is kept
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

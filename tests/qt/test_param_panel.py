@@ -35,3 +35,19 @@ def test_a_long_choice_is_searched_by_typing_and_stays_a_choice(qtbot) -> None:
     long_.setCurrentIndex(long_.findText("goldfish 7", Qt.MatchFlag.MatchExactly))
     assert panel.value("cls") == "goldfish 7"
     assert long_.count() == len(NAMES)  # typing added nothing
+
+
+def test_an_int_with_value_names_lists_the_names_and_gives_the_number(qtbot) -> None:
+    names = ("the model's own", *(f"instrument {i}" for i in range(128)))
+    spec = ParamSpec(name="program", type="int", min=-1, max=127, default=-1, value_names=names)
+    panel = ParamPanel((spec,))
+    qtbot.addWidget(panel)
+    combo = panel.editors["program"]
+    assert isinstance(combo, QComboBox) and combo.count() == 129
+    assert panel.value("program") == -1 and combo.currentText().startswith("the model's own")
+    panel.set_value("program", 42)
+    assert panel.value("program") == 42 and combo.currentText() == "instrument 42  (42)"
+    panel.set_value("program", "Instrument 7")  # a name, as --set and restored files give it
+    assert panel.value("program") == 7
+    panel.set_value("program", "no such instrument")  # ignored, as a stale choice is
+    assert panel.value("program") == 7
