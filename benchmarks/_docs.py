@@ -35,3 +35,21 @@ def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def median_p90(times: list[float], digits: int) -> tuple[float, float]:
+    """The median and the 90th percentile of ``times``, rounded."""
+    import statistics
+
+    p90 = sorted(times)[int(0.9 * (len(times) - 1))]
+    return round(statistics.median(times), digits), round(p90, digits)
+
+
+def report(out: dict, as_json: bool, write_docs: bool, name: str, command: str) -> None:
+    """Print a benchmark's result (indented with --json); with --write-docs also put it in
+    docs/benchmarks.md under ``name``, with the ``command`` that made it."""
+    import json
+
+    print(json.dumps(out, indent=2) if as_json else json.dumps(out))
+    if write_docs:
+        update_section(name, command, json.dumps(out, indent=2))

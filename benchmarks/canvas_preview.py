@@ -11,12 +11,13 @@ Moved here from the tests: a time limit in a pass/fail test fails on a busy mach
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import median_p90, report  # beside this script (benchmarks/ is not a package)
 
 
 def main() -> int:
@@ -52,23 +53,19 @@ def main() -> int:
         canvas.repaint()
         if i >= 2:  # the first frames lay the grid out
             times.append((time.perf_counter() - t0) * 1000)
+    median, p90 = median_p90(times, 2)
     out = {
         "batch": args.batch,
         "size": args.size,
-        "frame_ms_median": round(statistics.median(times), 2),
-        "frame_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))], 2),
+        "frame_ms_median": median,
+        "frame_ms_p90": p90,
         "frames": args.frames,
     }
-    print(json.dumps(out, indent=2) if args.json else json.dumps(out))
-    if args.write_docs:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _docs import update_section
-
-        cmd = (
-            f"python benchmarks/canvas_preview.py --batch {args.batch} --size {args.size} "
-            f"--frames {args.frames} --write-docs"
-        )
-        update_section("canvas preview frame", cmd, json.dumps(out, indent=2))
+    command = (
+        f"python benchmarks/canvas_preview.py --batch {args.batch} --size {args.size} "
+        f"--frames {args.frames} --write-docs"
+    )
+    report(out, args.json, args.write_docs, "canvas preview frame", command)
     return 0
 
 

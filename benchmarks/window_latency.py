@@ -9,13 +9,14 @@ the repaint).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import median_p90, report  # beside this script (benchmarks/ is not a package)
 
 
 def main() -> int:
@@ -53,23 +54,19 @@ def main() -> int:
         if i >= 2:
             times.append((time.perf_counter() - t0) * 1000)
         win.current = None
+    median, p90 = median_p90(times, 1)
     out = {
         "plugin": args.plugin,
         "params": args.set,
-        "click_to_pixels_ms_median": round(statistics.median(times), 1),
-        "click_to_pixels_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))], 1),
+        "click_to_pixels_ms_median": median,
+        "click_to_pixels_ms_p90": p90,
         "runs": args.runs,
     }
-    print(json.dumps(out, indent=2) if args.json else json.dumps(out))
-    if args.write_docs:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _docs import update_section
-
-        name = f"window latency: {args.plugin} {' '.join(args.set)}".strip()
-        cmd = "python benchmarks/window_latency.py " + " ".join(
-            [args.plugin, *[f"--set {s}" for s in args.set], f"--runs {args.runs}", "--write-docs"]
-        )
-        update_section(name, cmd, json.dumps(out, indent=2))
+    name = f"window latency: {args.plugin} {' '.join(args.set)}".strip()
+    command = "python benchmarks/window_latency.py " + " ".join(
+        [args.plugin, *[f"--set {s}" for s in args.set], f"--runs {args.runs}", "--write-docs"]
+    )
+    report(out, args.json, args.write_docs, name, command)
     win.close()
     return 0
 

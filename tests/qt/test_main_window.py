@@ -18,14 +18,6 @@ from gdl_studio.qt.main_window import MainWindow
 from gdl_studio.qt.param_panel import SeedEditor
 
 
-@pytest.fixture
-def window(qtbot, studio: Studio) -> MainWindow:
-    win = MainWindow(studio)
-    qtbot.addWidget(win)
-    win.show()
-    return win
-
-
 def reopen(qtbot, plugin_root: Path) -> MainWindow:
     """A new window over the same home folder: what a restart of the app sees."""
     studio = Studio.create(include_builtin=False, include_entry_points=False,

@@ -6,20 +6,16 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest
 from PIL import Image
 from PySide6.QtCore import QEvent, Qt, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QApplication
 
 from gdl_studio.core.cells import Quiz
-from gdl_studio.core.host import Studio
 from gdl_studio.qt.canvases.image_canvas import ImageCanvas
-from gdl_studio.qt.canvases.piano_roll import PianoRollCanvas
 from gdl_studio.qt.canvases.text_canvas import TextCanvas
 from gdl_studio.qt.main_window import MainWindow
 from gdl_studio.qt.shortcuts import SHORTCUTS, is_key
-from tests.qt.test_piano_roll import FakePlayer, _midi
 
 
 def keys_of(where: str) -> list[str]:
@@ -38,14 +34,6 @@ def press(widget, keys: str) -> bool:
     event = key_event(keys)
     QApplication.sendEvent(widget, event)
     return event.isAccepted()
-
-
-@pytest.fixture
-def window(qtbot, studio: Studio) -> MainWindow:
-    win = MainWindow(studio)
-    qtbot.addWidget(win)
-    win.show()
-    return win
 
 
 def test_every_window_shortcut_is_an_action_of_the_window(window: MainWindow) -> None:
@@ -78,14 +66,8 @@ def test_every_image_key_does_something(qtbot) -> None:
         assert canvas._key_action(key_event(keys)) is not None, keys
 
 
-def test_every_piano_roll_key_does_something(qtbot) -> None:
-    player = FakePlayer()
-    canvas = PianoRollCanvas(player)
-    qtbot.addWidget(canvas)
-    canvas.resize(800, 400)
-    canvas.show()
-    qtbot.waitExposed(canvas)
-    canvas.set_midi(_midi())
+def test_every_piano_roll_key_does_something(qtbot, roll) -> None:
+    canvas, player = roll
     canvas.set_drawing(True)  # and remove a note, for Ctrl+Z to bring back
     centre = canvas.view.note_rect(canvas.notes()[0]).center().toPoint()
     qtbot.mouseClick(canvas.view, Qt.MouseButton.LeftButton, pos=centre)
