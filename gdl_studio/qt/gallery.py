@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QContextMenuEvent,
@@ -46,12 +46,19 @@ class Gallery(QListWidget):
         self.setSpacing(4)
         self.setWordWrap(True)
         self._entries: dict[str, HistoryEntry] = {}
+        # MIDI thumbnails parse their file (~10 ms each): they are drawn after start-up, a few
+        # at a time from the event loop, over the plain icon the entry starts with.
+        self._pending_rolls: list[str] = []
+        self._roll_timer = QTimer(self)
+        self._roll_timer.setInterval(0)
+        self._roll_timer.timeout.connect(self._draw_pending_rolls)
         self.itemClicked.connect(self._activate)
         self.itemActivated.connect(self._activate)
 
     def set_entries(self, entries: list[HistoryEntry]) -> None:
         self.clear()
         self._entries = {}
+        self._pending_rolls = []
         for entry in entries:
             self.add_entry(entry)
 
@@ -59,22 +66,42 @@ class Gallery(QListWidget):
         """Insert at the top (newest first)."""
         prov = entry.provenance
         label = f"{prov.plugin}\nseed {prov.seed}" if prov.seed is not None else prov.plugin
-        item = QListWidgetItem(thumbnail(entry), label)
+        midi = entry.kind == "midi"
+        item = QListWidgetItem(kind_icon("midi", THUMB) if midi else thumbnail(entry), label)
+        if midi:
+            self._pending_rolls.append(str(entry.path))
+            self._roll_timer.start()
         item.setData(PATH_ROLE, str(entry.path))
         item.setToolTip(f"{entry.path.name}\n{prov.model or ''}  {prov.created}")
         self._entries[str(entry.path)] = entry
         self.insertItem(0, item)
         return item
 
+    def _draw_pending_rolls(self, per_tick: int = 4) -> None:
+        for _ in range(per_tick):
+            if not self._pending_rolls:
+                self._roll_timer.stop()
+                return
+            key = self._pending_rolls.pop()  # newest first: the top of the gallery
+            entry = self._entries.get(key)
+            item = self._item_of(key)
+            if entry is not None and item is not None:
+                item.setIcon(thumbnail(entry))
+
+    def _item_of(self, key: str) -> QListWidgetItem | None:
+        for i in range(self.count()):
+            if self.item(i).data(PATH_ROLE) == key:
+                return self.item(i)
+        return None
+
     def entries(self) -> list[HistoryEntry]:
         return [self._entries[self.item(i).data(PATH_ROLE)] for i in range(self.count())]
 
     def remove_entry(self, entry: HistoryEntry) -> None:
-        for i in range(self.count()):
-            if self.item(i).data(PATH_ROLE) == str(entry.path):
-                self.takeItem(i)
-                self._entries.pop(str(entry.path), None)
-                return
+        item = self._item_of(str(entry.path))
+        if item is not None:
+            self.takeItem(self.row(item))
+            self._entries.pop(str(entry.path), None)
 
     def entry_at(self, row: int) -> HistoryEntry | None:
         item = self.item(row)

@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor
 from gdl_studio.core.history import HistoryEntry
 from gdl_studio.core.midi_notes import Note, notes_to_midi
 from gdl_studio.core.results import Provenance
-from gdl_studio.qt.gallery import THUMB, thumbnail
+from gdl_studio.qt.gallery import THUMB, Gallery, thumbnail
 from gdl_studio.qt.icons import kind_icon
 
 
@@ -48,3 +48,18 @@ def test_an_unreadable_midi_file_gets_the_plain_icon(qtbot, tmp_path: Path) -> N
     path.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xff")
     assert pixels(thumbnail(entry(path))) == pixels(kind_icon("midi", THUMB))
     assert pixels(thumbnail(entry(tmp_path / "gone.mid"))) == pixels(kind_icon("midi", THUMB))
+
+
+def test_the_gallery_draws_midi_rolls_after_start_up(qtbot, tmp_path: Path) -> None:
+    # Parsing MIDI files is left to the event loop: the entries appear at once with the
+    # plain icon, and their piano rolls replace it soon after.
+    path = tmp_path / "piece.mid"
+    notes_to_midi([Note(48, 0.0, 1.0, 100, 0, 0), Note(72, 1.0, 2.0, 100, 1, 0)]).save(path)
+    gallery = Gallery()
+    qtbot.addWidget(gallery)
+    gallery.set_entries([entry(path), entry(path.with_name("gone.mid"))])
+    plain = pixels(kind_icon("midi", THUMB))
+    assert [pixels(gallery.item(i).icon()) for i in range(2)] == [plain, plain]
+    qtbot.waitUntil(lambda: pixels(gallery.item(1).icon()) != plain, timeout=3000)
+    assert pixels(gallery.item(1).icon()) == pixels(thumbnail(entry(path)))
+    assert pixels(gallery.item(0).icon()) == plain  # the unreadable one keeps the plain icon
